@@ -1,0 +1,30 @@
+"""mrgd: Multi-Region Guided Diffusion, region-by-region editing for Stable Diffusion.
+
+The public Python API::
+
+    import lib_mrgd
+    spec = lib_mrgd.load_spec("edit.json")
+    pipe = lib_mrgd.load_pipeline("tiny")
+    result = lib_mrgd.run_edit(spec, pipe, method="multidiffusion")
+    result.source.save("source.png"); result.target.save("target.png")
+"""
+
+from __future__ import annotations
+
+from .backends.pipeline import ModelError
+from .runner import METHODS, EditResult, MethodNotAvailable, run_edit
+from .spec import EditSpec, Options, Region, RegionKind, SpecError, load_spec
+
+__version__ = "0.1.0"
+
+
+def load_pipeline(name_or_path: str, device=None, dtype=None):
+    """A model for the standalone runner: ``"tiny"``, a diffusers folder, a ``.safetensors`` /
+    ``.ckpt`` file or a Hugging Face hub id. Raises :class:`ModelError` with one clear line."""
+    from .backends import load_model
+
+    return load_model(name_or_path, device=device, dtype=dtype)
+
+
+__all__ = ["METHODS", "EditResult", "EditSpec", "MethodNotAvailable", "ModelError", "Options",
+           "Region", "RegionKind", "SpecError", "__version__", "load_pipeline", "load_spec", "run_edit"]

@@ -1,0 +1,58 @@
+"""A seeded, randomly initialised model of the real SD1 architectures, small enough for a CPU.
+
+Its images are noise; it exists so tests, benchmarks and smoke runs exercise the real code paths
+(diffusers UNet and VAE, transformers CLIP text model, the real CLIP tokenizer) without weights.
+It is made *sensitive*: any weight the architectures start at zero gets small random values, so a
+different prompt gives a different image and attention and guidance tests can fail.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .pipeline import Pipeline
+from .tokenizer import clip_tokenizer
+
+TINY_CONTEXT_DIM = 64
+
+
+def _unzero(*modules: torch.nn.Module, std: float = 0.02) -> None:
+    for module in modules:
+        for p in module.parameters():
+            if p.dim() >= 2 and not p.detach().any():
+                torch.nn.init.normal_(p, std=std)
+
+
+def build_tiny_models(seed: int = 0):
+    """(unet, vae, text_encoder), identical for the same seed and torch version."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+            block_out_channels=(32, 64),
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=TINY_CONTEXT_DIM, attention_head_dim=2,
+        )
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(32, 32, 64, 64), sample_size=64,
+        )
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=49408, hidden_size=TINY_CONTEXT_DIM, intermediate_size=128,
+            num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
+            projection_dim=TINY_CONTEXT_DIM, bos_token_id=49406, eos_token_id=49407,
+        ))
+        _unzero(unet, vae, text_encoder)
+    return unet, vae, text_encoder
+
+
+def tiny_pipeline(seed: int = 0, device: str | torch.device | None = None,
+                  dtype: torch.dtype | None = None) -> Pipeline:
+    unet, vae, text_encoder = build_tiny_models(seed)
+    return Pipeline(unet, vae, text_encoder, clip_tokenizer(), name="tiny",
+                    device=torch.device(device or "cpu"), dtype=dtype or torch.float32)

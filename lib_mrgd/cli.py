@@ -1,0 +1,131 @@
+"""``python -m lib_mrgd``: the standalone command line.
+
+Exit codes: 0 success; 2 a bad spec or argument (one line ``error: <field path>: <reason>``);
+1 any other failure (model missing, out of memory), also one line. Set ``MRGD_DEBUG=1`` to see
+the traceback of an unexpected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+PNG_SPEC_KEY = "mrgd"
+
+
+class UsageError(Exception):
+    """A bad command line; the message starts with the argument's name."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise UsageError(message.removeprefix("argument "))
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import METHODS
+    from .backends.loaders import DEFAULT_MODEL
+
+    parser = _Parser(prog="python -m lib_mrgd", description="Multi-Region Guided Diffusion")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    edit = sub.add_parser("edit", help="generate the source and the edited target of a spec")
+    edit.add_argument("spec", help="edit spec: a JSON file (or a JSON string)")
+    edit.add_argument("--model", default=DEFAULT_MODEL,
+                      help=f"'tiny', a diffusers folder, a .safetensors/.ckpt file or a hub id (default {DEFAULT_MODEL})")
+    edit.add_argument("--out", required=True, help="output folder")
+    edit.add_argument("--method", default="mrgd", choices=METHODS)
+    edit.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    edit.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on cuda, else fp32)")
+    edit.add_argument("--seed", type=int, default=None, help="override the spec's seed (-1 = random)")
+    edit.add_argument("--steps", type=int, default=None, help="override the spec's steps")
+    edit.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _png_info(spec_json: str, image: str, method: str):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(PNG_SPEC_KEY, spec_json)
+    info.add_text("mrgd-image", image)
+    info.add_text("mrgd-method", method)
+    return info
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from . import load_pipeline, load_spec, run_edit
+    from .runner import check_method, check_sampler
+
+    spec = load_spec(args.spec)
+    overrides = {k: v for k, v in (("seed", args.seed), ("steps", args.steps)) if v is not None}
+    if overrides:
+        spec = spec.replace(**overrides)
+    check_method(args.method)
+    check_sampler(spec)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out: {out} exists and is not a folder")
+    pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    result = run_edit(spec, pipeline, method=args.method, progress=not args.quiet)
+    out.mkdir(parents=True, exist_ok=True)
+    spec_json = result.spec.to_json()
+    result.source.save(out / "source.png", pnginfo=_png_info(spec_json, "source", args.method))
+    result.target.save(out / "target.png", pnginfo=_png_info(spec_json, "target", args.method))
+    result.spec.save(out / "spec.json")
+    timings = result.info["timings"]
+    print(f"wrote {out / 'source.png'}, {out / 'target.png'}, {out / 'spec.json'} "
+          f"(seed {result.spec.seed}, {timings['total_s']:.1f} s)")
+    return EXIT_OK
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _quiet_library_warnings() -> None:
+    """Deprecation chatter from the model libraries is noise to a CLI user."""
+    import warnings
+
+    for category in (FutureWarning, UserWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category,
+                                module=r"(diffusers|timm|transformers|torch|huggingface_hub|open_clip)(\.|$)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .backends.pipeline import ModelError
+    from .spec import SpecError
+
+    _quiet_library_warnings()
+    try:
+        args = _parser().parse_args(argv)
+        return {"edit": cmd_edit}[args.command](args)
+    except (UsageError, SpecError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last resort: one line, the traceback only on request
+        if os.environ.get("MRGD_DEBUG"):
+            traceback.print_exc()
+        if _is_oom(exc):
+            print("error: out of memory; try --dtype fp16, a smaller size, or fewer regions", file=sys.stderr)
+        else:
+            print(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                  "(set MRGD_DEBUG=1 for details)", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
