@@ -28,7 +28,7 @@ def run(pipeline, size: int = 256, rounds: int = 7) -> str:
         spec = load_spec({"width": size, "height": size, "background": "a room", "negative": "blurry",
                           "regions": _grid_regions(n)})
         layout = Layout.from_spec(spec, pipeline.latent_multiple)
-        contexts = encode_layers(layer_prompts(spec, layout), pipeline.encode_prompts)
+        contexts = encode_layers(layer_prompts(spec, layout), pipeline).contexts
         return RegionFusion(layout, contexts, pipeline.denoise, max_batch=max_batch)
 
     counts = (1, 2, 4, 8)

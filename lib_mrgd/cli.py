@@ -45,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("--seed", type=int, default=None, help="override the spec's seed (-1 = random)")
     edit.add_argument("--steps", type=int, default=None, help="override the spec's steps")
     edit.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    kw = sub.add_parser("keywords", help="print each region's keywords selected by attention entropy")
+    kw.add_argument("spec", help="edit spec: a JSON file (or a JSON string)")
+    kw.add_argument("--model", default=DEFAULT_MODEL, help="as for edit")
+    kw.add_argument("--device", default=None)
+    kw.add_argument("--dtype", default=None)
+    kw.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    kw.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -84,6 +92,27 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_keywords(args: argparse.Namespace) -> int:
+    from . import load_pipeline, load_spec
+    from .runner import check_sampler, select_keywords
+
+    spec = load_spec(args.spec)
+    check_sampler(spec)
+    pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    regions = select_keywords(spec, pipeline, progress=not args.quiet)
+    if args.json:
+        print(json.dumps({"regions": regions}, indent=2))
+        return EXIT_OK
+    for i, region in enumerate(regions):
+        print(f"regions[{i}] ({region['kind']}): {', '.join(region['keywords']) or '-'}")
+        for image in ("source", "target"):
+            if region[image]:
+                words = ", ".join(f"{k['word']} {k['entropy']:.3f}" for k in region[image])
+                print(f"  {image}: {words}")
+    print("entropy in bits (0 = all attention on one level, 8 = spread over all 256)")
+    return EXIT_OK
+
+
 def _is_oom(exc: BaseException) -> bool:
     import torch
 
@@ -106,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_library_warnings()
     try:
         args = _parser().parse_args(argv)
-        return {"edit": cmd_edit}[args.command](args)
+        return {"edit": cmd_edit, "keywords": cmd_keywords}[args.command](args)
     except (UsageError, SpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

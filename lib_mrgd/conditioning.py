@@ -1,22 +1,52 @@
-"""The text each layer is denoised with, per image and CFG branch, and its encoding."""
+"""The text each layer is denoised with, per image and CFG branch, and its encoding.
+
+Each context keeps the token id of every position, because attention control (which source
+token feeds which target token) and keyword selection (which tokens belong to which region of
+r_total) work on positions, and the positions are the host's: 77-token chunks with BOS and EOS.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Mapping, Protocol, Sequence
 
 import torch
 
-from .layout import IMAGES, Branch, Layout, LayerKind
+from .layout import IMAGES, Branch, LayerKind, Layout
 from .spec import EditSpec
 
 Key = tuple[int, int, Branch]  # (layer index, image, branch)
-TextEncoder = Callable[[Sequence[str]], Sequence[torch.Tensor]]  # texts -> [(tokens, dim)] each
+SEPARATOR = ", "
+
+
+class TextModel(Protocol):
+    """What conditioning needs from a host's text encoder."""
+
+    bos_id: int
+    eos_id: int
+
+    def encode_prompts(self, texts: Sequence[str]) -> Sequence[torch.Tensor]:
+        """One ``(positions, dim)`` context per text."""
+
+    def context_ids(self, text: str) -> list[int]:
+        """The token id at every position of ``text``'s context (chunks of BOS + 75 + EOS)."""
+
+    def content_ids(self, text: str) -> list[int]:
+        """The ids of ``text`` without BOS, EOS, padding or chunking."""
+
+    def id_to_token(self, ids: Sequence[int]) -> list[str]:
+        """BPE strings; a word's last piece ends with ``</w>``."""
+
+
+def total_parts(spec: EditSpec, image: int) -> list[tuple[str, int | None]]:
+    """r_total's prompt in pieces: the background (tag None), then each region present in
+    ``image`` (tagged with its index), joined by :data:`SEPARATOR`."""
+    parts = [(spec.background, None)] + [(r.prompt(image), i) for i, r in enumerate(spec.regions)]
+    return [(text, tag) for text, tag in parts if text]
 
 
 def total_prompt(spec: EditSpec, image: int) -> str:
-    """r_total's prompt: the background followed by every region prompt present in ``image``."""
-    parts = [spec.background] + [r.prompt(image) for r in spec.regions]
-    return ", ".join(p for p in parts if p)
+    return SEPARATOR.join(text for text, _ in total_parts(spec, image))
 
 
 def layer_prompts(spec: EditSpec, layout: Layout) -> dict[Key, str]:
@@ -45,15 +75,24 @@ def pad_to_common_length(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
             for t in tensors]
 
 
-def encode_layers(prompts: Mapping[Key, str], encode: TextEncoder) -> dict[Key, torch.Tensor]:
+@dataclass
+class Conditioning:
+    prompts: dict[Key, str]
+    contexts: dict[Key, torch.Tensor]
+    ids: dict[Key, list[int]]  # one id per context position, padding included
+
+
+def encode_layers(prompts: Mapping[Key, str], model: TextModel) -> Conditioning:
     """Encode each distinct text once; pad the source/target pair of each layer and branch."""
     texts = sorted(set(prompts.values()))
-    encoded = dict(zip(texts, encode(texts)))
+    encoded = dict(zip(texts, model.encode_prompts(texts)))
     contexts = {key: encoded[text] for key, text in prompts.items()}
+    ids = {key: model.context_ids(text) for key, text in prompts.items()}
     for (layer, image, branch) in list(contexts):
         if image != IMAGES[0]:
             continue
         pair = [(layer, i, branch) for i in IMAGES if (layer, i, branch) in contexts]
         for key, padded in zip(pair, pad_to_common_length([contexts[k] for k in pair])):
             contexts[key] = padded
-    return contexts
+            ids[key] = ids[key] + [ids[key][-1]] * (padded.shape[0] - len(ids[key]))
+    return Conditioning(dict(prompts), contexts, ids)

@@ -9,6 +9,7 @@ because fusion and CFG are both linear with the same weights.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from typing import Mapping, Protocol, Sequence
 
@@ -29,11 +30,12 @@ class Denoiser(Protocol):
 
 class RegionFusion:
     def __init__(self, layout: Layout, contexts: Mapping[Key, torch.Tensor], denoiser: Denoiser,
-                 max_batch: int | None = None):
+                 max_batch: int | None = None, controller=None):
         self.layout = layout
         self.contexts = contexts
         self.denoiser = denoiser
         self.max_batch = max_batch
+        self.controller = controller  # attention control: told the progress and every call's rows
         self._weights: dict[tuple, torch.Tensor] = {}
 
     def _blend(self, image: int, progress: float, like: torch.Tensor) -> torch.Tensor:
@@ -66,6 +68,8 @@ class RegionFusion:
                  images: Sequence[int] = IMAGES,
                  branches: Sequence[Branch] = (Branch.COND, Branch.UNCOND)) -> dict[Branch, torch.Tensor]:
         """Fused raw outputs per branch for the latents ``x`` (one row per entry of ``images``)."""
+        if self.controller is not None:
+            self.controller.set_progress(progress)
         pos = {image: i for i, image in enumerate(images)}
         out = {branch: torch.zeros_like(x) for branch in branches}
         weights = {image: self._blend(image, progress, x) for image in images}
@@ -73,7 +77,8 @@ class RegionFusion:
         for batch in self.plan(progress, images, branches):
             crops = torch.stack([x[pos[r.image]][(slice(None), *r.window.slices)] for r in batch.rows])
             context = torch.stack([self.contexts[(r.layer, r.image, r.branch)] for r in batch.rows])
-            result = self.denoiser(crops, t.expand(len(batch)), context.to(x), batch)
+            with self.controller.call(batch) if self.controller is not None else contextlib.nullcontext():
+                result = self.denoiser(crops, t.expand(len(batch)), context.to(x), batch)
             for row, y in zip(batch.rows, result):
                 ys, xs = row.window.slices
                 out[row.branch][pos[row.image], :, ys, xs] += weights[row.image][row.layer, ys, xs] * y

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from .attention.controller import EditController, build_controller
+from .attention.patcher import patched
 from .conditioning import encode_layers, layer_prompts
 from .fusion import RegionFusion
 from .layout import Branch, Layout
@@ -17,10 +20,7 @@ from .spec import EditSpec, SpecError, load_spec
 
 METHODS = ("multidiffusion", "p2p", "mrgd")
 SAMPLERS = ("ddim",)
-_NOT_YET = {
-    "p2p": "attention control between source and target",
-    "mrgd": "attention control, keyword selection, KSSA and guidance",
-}
+GUIDANCE_PENDING = "CLIPSeg guidance has not landed yet; mrgd ran without guidance"
 
 
 class MethodNotAvailable(SpecError):
@@ -39,10 +39,6 @@ class EditResult:
 def check_method(method: str) -> None:
     if method not in METHODS:
         raise SpecError("method", f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if method in _NOT_YET:
-        raise MethodNotAvailable(
-            "method", f"{method!r} is not available yet ({_NOT_YET[method]} has not landed); "
-                      "use 'multidiffusion'")
 
 
 def check_sampler(spec: EditSpec) -> None:
@@ -57,6 +53,65 @@ def _progress_bar(total: int, enabled: bool):
     return tqdm(total=total, disable=not enabled, desc="mrgd", unit="step", leave=False)
 
 
+@dataclass
+class _Run:
+    spec: EditSpec
+    layout: Layout
+    fusion: RegionFusion
+    controller: EditController | None
+    warnings: list[str]
+    encode_s: float
+
+
+def _prepare(spec, pipeline, method: str, max_batch: int | None) -> _Run:
+    check_method(method)
+    spec = load_spec(spec).resolved()
+    check_sampler(spec)
+    total = method == "mrgd" and spec.options.total_region
+    layout = Layout.from_spec(spec, pipeline.latent_multiple, total_region=total)
+    t0 = time.perf_counter()
+    cond = encode_layers(layer_prompts(spec, layout), pipeline)
+    controller, warnings = (build_controller(spec, layout, cond, pipeline, method)
+                            if method in ("p2p", "mrgd") else (None, []))
+    encode_s = time.perf_counter() - t0
+    fusion = RegionFusion(layout, cond.contexts, pipeline.denoise, max_batch=max_batch, controller=controller)
+    return _Run(spec, layout, fusion, controller, warnings, encode_s)
+
+
+def _sample(run: _Run, pipeline, progress: bool, until: float | None = None) -> torch.Tensor:
+    """DDIM over the fused pair; ``until`` stops after the step at that fraction of sampling."""
+    spec = run.spec
+    sampler = DDIMSampler(pipeline.alphas_cumprod, spec.steps)
+    branches = (Branch.COND, Branch.UNCOND) if spec.cfg_scale != 1.0 else (Branch.COND,)
+    x = pipeline.initial_noise(spec.seed, spec.height, spec.width).repeat(2, 1, 1, 1)
+    hooks = patched(pipeline.unet, run.controller) if run.controller else contextlib.nullcontext()
+    with hooks, _progress_bar(spec.steps, progress) as bar:
+        for i, t in enumerate(sampler.timesteps):
+            out = run.fusion(x, t, i / spec.steps, branches=branches)
+            x = sampler.step(x, apply_cfg(out[Branch.COND], out.get(Branch.UNCOND), spec.cfg_scale), i)
+            bar.update(1)
+            if until is not None and i / spec.steps >= until - 1e-9:
+                break
+    if run.controller:
+        run.controller.finish()
+    return x
+
+
+def _keyword_info(run: _Run) -> list[dict]:
+    ctl = run.controller
+    out = []
+    for i, region in enumerate(run.spec.regions):
+        found = ctl.selected.get(i, {}) if ctl else {}
+        out.append({
+            "kind": region.kind.value,
+            "user": list(region.keywords),
+            "source": [k.to_json() for k in found.get(0, [])],
+            "target": [k.to_json() for k in found.get(1, [])],
+            "keywords": ctl.keywords(i) if ctl and ctl.kw else list(region.keywords),
+        })
+    return out
+
+
 @torch.no_grad()
 def run_edit(spec, pipeline, method: str = "mrgd", progress: bool = True,
              max_batch: int | None = None) -> EditResult:
@@ -66,45 +121,42 @@ def run_edit(spec, pipeline, method: str = "mrgd", progress: bool = True,
     (memory); results do not depend on it.
     """
     started = time.perf_counter()
-    check_method(method)
-    spec = load_spec(spec).resolved()
-    check_sampler(spec)
-    layout = Layout.from_spec(spec, pipeline.latent_multiple, total_region=False)
-
+    run = _prepare(spec, pipeline, method, max_batch)
     t0 = time.perf_counter()
-    contexts = encode_layers(layer_prompts(spec, layout), pipeline.encode_prompts)
-    encode_s = time.perf_counter() - t0
-
-    fusion = RegionFusion(layout, contexts, pipeline.denoise, max_batch=max_batch)
-    sampler = DDIMSampler(pipeline.alphas_cumprod, spec.steps)
-    use_uncond = spec.cfg_scale != 1.0
-    branches = (Branch.COND, Branch.UNCOND) if use_uncond else (Branch.COND,)
-    x = pipeline.initial_noise(spec.seed, spec.height, spec.width).repeat(2, 1, 1, 1)
-
-    t0 = time.perf_counter()
-    with _progress_bar(spec.steps, progress) as bar:
-        for i, t in enumerate(sampler.timesteps):
-            out = fusion(x, t, i / spec.steps, branches=branches)
-            eps = apply_cfg(out[Branch.COND], out.get(Branch.UNCOND), spec.cfg_scale)
-            x = sampler.step(x, eps, i)
-            bar.update(1)
+    x = _sample(run, pipeline, progress)
     sampling_s = time.perf_counter() - t0
-
     t0 = time.perf_counter()
     source, target = pipeline.decode(x)
     decode_s = time.perf_counter() - t0
 
-    info = {
+    branches = (Branch.COND, Branch.UNCOND) if run.spec.cfg_scale != 1.0 else (Branch.COND,)
+    calls = run.fusion.plan(0.0, branches=branches)
+    info: dict[str, Any] = {
         "method": method,
         "model": pipeline.name,
-        "seed": spec.seed,
-        "kinds": [k.value for k in spec.kinds],
-        "unet_calls_per_step": len(fusion.plan(0.0, branches=branches)),
-        "unet_rows_per_step": sum(len(c) for c in fusion.plan(0.0, branches=branches)),
+        "seed": run.spec.seed,
+        "kinds": [k.value for k in run.spec.kinds],
+        "unet_calls_per_step": len(calls),
+        "unet_rows_per_step": sum(len(c) for c in calls),
         "timings": {
-            "encode_s": encode_s, "sampling_s": sampling_s, "decode_s": decode_s,
-            "per_step_s": sampling_s / spec.steps, "total_s": time.perf_counter() - started,
+            "encode_s": run.encode_s, "sampling_s": sampling_s, "decode_s": decode_s,
+            "per_step_s": sampling_s / run.spec.steps, "total_s": time.perf_counter() - started,
         },
-        "warnings": [],
+        "warnings": list(run.warnings),
     }
-    return EditResult(source, target, spec, info, latents=x)
+    if method == "mrgd":
+        info["keywords"] = _keyword_info(run)
+        info["guidance"] = {"enabled": False, "reason": GUIDANCE_PENDING}
+        info["warnings"].append(GUIDANCE_PENDING)
+        if run.layout.total is None and run.spec.regions:
+            info["warnings"].append("total_region is off: keywords are the user's only, KSSA is off")
+    return EditResult(source, target, run.spec, info, latents=x)
+
+
+@torch.no_grad()
+def select_keywords(spec, pipeline, progress: bool = True) -> list[dict]:
+    """Run mrgd sampling only as far as keyword selection needs; per region, its keywords."""
+    run = _prepare(spec, pipeline, "mrgd", None)
+    steps = run.spec.options.keyword_steps
+    _sample(run, pipeline, progress, until=max(steps) if steps else 0.0)
+    return _keyword_info(run)

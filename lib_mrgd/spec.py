@@ -180,7 +180,8 @@ class Options:
 
     Fractions of steps count from the start of sampling (0 = first step, 1 = the end).
     Injection pairs are ``[cross, self]``: the fraction of steps, from the start, during which the
-    source's cross- and self-attention maps are handed to the target.
+    source's cross- and self-attention maps are handed to the target. Self-attention is handed
+    over only on maps downsampled at least ``self_replace_factor`` times (16x16 of a 64x64 latent).
     """
 
     guidance: bool = _opt(True, _bool)
@@ -201,6 +202,7 @@ class Options:
     keyword_steps: list[float] = _opt([0.5, 0.75], _list(_float(0.0, 1.0), max_len=8))
     kssa_factor: float = _opt(1.5, _float(0.0, 10.0))
     kssa_blocks: list[str] = _opt(["down"], _list(_choices("down", "mid", "up"), max_len=3))
+    self_replace_factor: int = _opt(4, _int(1, 64))
     inject_background: list[float] = _opt([1.0, 0.5], _fraction_pair)
     inject_inherent: list[float] = _opt([1.0, 0.7], _fraction_pair)
     inject_edit: list[float] = _opt([0.6, 0.3], _fraction_pair)

@@ -47,7 +47,6 @@ def test_edit_writes_images_with_the_resolved_spec(capsys, spec_file, tmp_path):
     (["--steps", "0"], 2, "error: steps: must be >= 1"),
     (["--steps", "x"], 2, "error: --steps: invalid int value"),
     (["--method", "dreambooth"], 2, "error: --method: invalid choice"),
-    (["--method", "mrgd"], 2, "error: method: 'mrgd' is not available yet"),
     (["--model", "no/such/model.safetensors"], 1, "error: no such model file or folder"),
     (["--device", "toaster"], 1, "error: unknown device"),
 ])
@@ -74,3 +73,14 @@ def test_module_entry_point_runs_without_a_traceback(tmp_path):
                            "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: spec: file not found: {tmp_path / 'nope.json'}"]
+
+
+def test_keywords_prints_each_region_with_entropies(capsys, spec_file):
+    code, out, err = _run(capsys, "keywords", str(spec_file), "--model", "tiny", "--json", "--quiet")
+    assert code == 0, err
+    regions = json.loads(out)["regions"]
+    assert [r["kind"] for r in regions] == ["attribute", "addition"]
+    assert regions[1]["source"] == [] and regions[1]["target"]
+    assert all(0 <= k["entropy"] <= 8 for r in regions for k in r["source"] + r["target"])
+    code, out, _ = _run(capsys, "keywords", str(spec_file), "--model", "tiny", "--quiet")
+    assert code == 0 and out.startswith("regions[0] (attribute): ") and "  target: " in out

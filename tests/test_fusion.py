@@ -76,7 +76,7 @@ def test_batched_crops_equal_one_call_per_crop(tiny, spec_dict):
     spec_dict["regions"].append({"box": [0.55, 0.0, 0.4, 0.25], "source": "a lamp", "target": "a lamp"})
     spec = load_spec(spec_dict)
     layout = Layout.from_spec(spec, tiny.latent_multiple)
-    contexts = encode_layers(layer_prompts(spec, layout), tiny.encode_prompts)
+    contexts = encode_layers(layer_prompts(spec, layout), tiny).contexts
     x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         batched = RegionFusion(layout, contexts, tiny.denoise)(x, 501, 0.5)
@@ -96,7 +96,7 @@ def test_equal_crops_share_one_unet_call(tiny, spec_dict):
     ]
     spec = load_spec(spec_dict)
     layout = Layout.from_spec(spec, tiny.latent_multiple)
-    fusion = RegionFusion(layout, encode_layers(layer_prompts(spec, layout), tiny.encode_prompts), tiny.denoise)
+    fusion = RegionFusion(layout, encode_layers(layer_prompts(spec, layout), tiny).contexts, tiny.denoise)
     calls = fusion.plan(0.0, branches=(Branch.COND,))
     sizes = sorted(len(c) for c in calls)
     assert sizes == [2, 4]  # background S/T; both regions' S/T crops together

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ..layout import BatchLayout
-from ..prompts import tokenize_prompt
+from ..prompts import parse_emphasis, tokenize_prompt
 from ..sampling import scaled_linear_alphas_cumprod
 
 
@@ -67,10 +67,28 @@ class Pipeline:
 
     # -- text ------------------------------------------------------------------------------------
 
+    @property
+    def bos_id(self) -> int:
+        return self._bos
+
+    @property
+    def eos_id(self) -> int:
+        return self._eos
+
+    def _encode_words(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False, truncation=False).input_ids
+
     def tokenize(self, text: str):
-        return tokenize_prompt(
-            text, lambda s: self.tokenizer(s, add_special_tokens=False, truncation=False).input_ids,
-            self._bos, self._eos, self._comma, self._pad)
+        return tokenize_prompt(text, self._encode_words, self._bos, self._eos, self._comma, self._pad)
+
+    def context_ids(self, text: str) -> list[int]:
+        return self.tokenize(text).ids
+
+    def content_ids(self, text: str) -> list[int]:
+        return [t for run, w in parse_emphasis(text) if w != -1.0 for t in self._encode_words(run)]
+
+    def id_to_token(self, ids) -> list[str]:
+        return self.tokenizer.convert_ids_to_tokens(list(ids))
 
     @torch.no_grad()
     def encode_prompts(self, texts: Sequence[str]) -> list[torch.Tensor]:

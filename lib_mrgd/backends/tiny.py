@@ -2,8 +2,9 @@
 
 Its images are noise; it exists so tests, benchmarks and smoke runs exercise the real code paths
 (diffusers UNet and VAE, transformers CLIP text model, the real CLIP tokenizer) without weights.
-It is made *sensitive*: any weight the architectures start at zero gets small random values, so a
-different prompt gives a different image and attention and guidance tests can fail.
+It is made *sensitive*: any weight the architectures start at zero gets small random values, and
+the output projections of the UNet's transformer blocks are scaled up, so a different prompt gives
+a visibly different image and attention and guidance tests can fail.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from .pipeline import Pipeline
 from .tokenizer import clip_tokenizer
 
 TINY_CONTEXT_DIM = 64
+# Random init leaves the attention branch of each transformer block far weaker than the residual
+# path, so prompts and attention edits would barely show; trained SD is not like that.
+ATTENTION_GAIN = 10.0
 
 
 def _unzero(*modules: torch.nn.Module, std: float = 0.02) -> None:
@@ -32,9 +36,10 @@ def build_tiny_models(seed: int = 0):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
             sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-            block_out_channels=(32, 64),
-            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            # three levels with attention at each: maps at 1, 1/2 and 1/4 of the latent, as in SD1
+            block_out_channels=(32, 64, 64),
+            down_block_types=("CrossAttnDownBlock2D",) * 3,
+            up_block_types=("CrossAttnUpBlock2D",) * 3,
             cross_attention_dim=TINY_CONTEXT_DIM, attention_head_dim=2,
         )
         vae = AutoencoderKL(
@@ -48,6 +53,10 @@ def build_tiny_models(seed: int = 0):
             projection_dim=TINY_CONTEXT_DIM, bos_token_id=49406, eos_token_id=49407,
         ))
         _unzero(unet, vae, text_encoder)
+        with torch.no_grad():
+            for name, module in unet.named_modules():
+                if name.endswith(("proj_out", "to_out.0")):
+                    module.weight.mul_(ATTENTION_GAIN)
     return unet, vae, text_encoder
 
 
