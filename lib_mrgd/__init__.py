@@ -18,12 +18,14 @@ from .spec import EditSpec, Options, Region, RegionKind, SpecError, load_spec
 __version__ = "0.1.0"
 
 
-def load_pipeline(name_or_path: str, device=None, dtype=None):
+def load_pipeline(name_or_path: str, device=None, dtype=None, clipseg: str | None = None):
     """A model for the standalone runner: ``"tiny"``, a diffusers folder, a ``.safetensors`` /
-    ``.ckpt`` file or a Hugging Face hub id. Raises :class:`ModelError` with one clear line."""
+    ``.ckpt`` file or a Hugging Face hub id. ``clipseg`` names the CLIPSeg weights guidance uses
+    (a folder or hub id; default ``CIDAS/clipseg-rd64-refined``; ``tiny`` carries its own).
+    Raises :class:`ModelError` with one clear line."""
     from .backends import load_model
 
-    return load_model(name_or_path, device=device, dtype=dtype)
+    return load_model(name_or_path, device=device, dtype=dtype, clipseg=clipseg)
 
 
 __all__ = ["METHODS", "EditResult", "EditSpec", "MethodNotAvailable", "ModelError", "Options",

@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("--method", default="mrgd", choices=METHODS)
     edit.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     edit.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on cuda, else fp32)")
+    edit.add_argument("--clipseg", default=None,
+                      help="CLIPSeg weights for guidance: a folder or hub id (default CIDAS/clipseg-rd64-refined)")
     edit.add_argument("--seed", type=int, default=None, help="override the spec's seed (-1 = random)")
     edit.add_argument("--steps", type=int, default=None, help="override the spec's steps")
     edit.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -51,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     kw.add_argument("--model", default=DEFAULT_MODEL, help="as for edit")
     kw.add_argument("--device", default=None)
     kw.add_argument("--dtype", default=None)
+    kw.add_argument("--clipseg", default=None, help="as for edit (keywords follow the guided run)")
     kw.add_argument("--json", action="store_true", help="print JSON instead of a table")
     kw.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -79,7 +82,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out: {out} exists and is not a folder")
-    pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype, clipseg=args.clipseg)
     result = run_edit(spec, pipeline, method=args.method, progress=not args.quiet)
     out.mkdir(parents=True, exist_ok=True)
     spec_json = result.spec.to_json()
@@ -98,7 +101,7 @@ def cmd_keywords(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     check_sampler(spec)
-    pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype, clipseg=args.clipseg)
     regions = select_keywords(spec, pipeline, progress=not args.quiet)
     if args.json:
         print(json.dumps({"regions": regions}, indent=2))

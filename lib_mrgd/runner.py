@@ -14,13 +14,13 @@ from .attention.controller import EditController, build_controller
 from .attention.patcher import patched
 from .conditioning import encode_layers, layer_prompts
 from .fusion import RegionFusion
+from .guidance.guide import Guidance
 from .layout import Branch, Layout
 from .sampling import DDIMSampler, apply_cfg
 from .spec import EditSpec, SpecError, load_spec
 
 METHODS = ("multidiffusion", "p2p", "mrgd")
 SAMPLERS = ("ddim",)
-GUIDANCE_PENDING = "CLIPSeg guidance has not landed yet; mrgd ran without guidance"
 
 
 class MethodNotAvailable(SpecError):
@@ -59,6 +59,7 @@ class _Run:
     layout: Layout
     fusion: RegionFusion
     controller: EditController | None
+    guidance: Guidance | None
     warnings: list[str]
     encode_s: float
 
@@ -75,7 +76,15 @@ def _prepare(spec, pipeline, method: str, max_batch: int | None) -> _Run:
                             if method in ("p2p", "mrgd") else (None, []))
     encode_s = time.perf_counter() - t0
     fusion = RegionFusion(layout, cond.contexts, pipeline.denoise, max_batch=max_batch, controller=controller)
-    return _Run(spec, layout, fusion, controller, warnings, encode_s)
+    guidance = None
+    if method == "mrgd" and spec.options.guidance and spec.regions:
+        def keywords(region: int, image: int) -> list[str]:
+            found = controller.keywords(region, image) if controller.kw else []
+            return found or list(spec.regions[region].keywords)
+
+        guidance = Guidance(spec, layout, lambda z: pipeline.decode_tensor(z, clamp=False),
+                            pipeline.get_segmenter(), keywords)
+    return _Run(spec, layout, fusion, controller, guidance, warnings, encode_s)
 
 
 def _sample(run: _Run, pipeline, progress: bool, until: float | None = None) -> torch.Tensor:
@@ -88,7 +97,10 @@ def _sample(run: _Run, pipeline, progress: bool, until: float | None = None) -> 
     with hooks, _progress_bar(spec.steps, progress) as bar:
         for i, t in enumerate(sampler.timesteps):
             out = run.fusion(x, t, i / spec.steps, branches=branches)
-            x = sampler.step(x, apply_cfg(out[Branch.COND], out.get(Branch.UNCOND), spec.cfg_scale), i)
+            eps = apply_cfg(out[Branch.COND], out.get(Branch.UNCOND), spec.cfg_scale)
+            if run.guidance is not None and run.guidance.due(i):
+                eps = run.guidance.correct(x, eps, i, i / spec.steps, sampler.alphas[i], "eps")
+            x = sampler.step(x, eps, i)
             bar.update(1)
             if until is not None and i / spec.steps >= until - 1e-9:
                 break
@@ -146,8 +158,7 @@ def run_edit(spec, pipeline, method: str = "mrgd", progress: bool = True,
     }
     if method == "mrgd":
         info["keywords"] = _keyword_info(run)
-        info["guidance"] = {"enabled": False, "reason": GUIDANCE_PENDING}
-        info["warnings"].append(GUIDANCE_PENDING)
+        info["guidance"] = run.guidance.summary() if run.guidance else {"enabled": False}
         if run.layout.total is None and run.spec.regions:
             info["warnings"].append("total_region is off: keywords are the user's only, KSSA is off")
     return EditResult(source, target, run.spec, info, latents=x)

@@ -248,11 +248,13 @@ class EditController:
         self._maps, self._map_count = {}, {}
         self._update_kssa_positions()
 
-    def keywords(self, region: int) -> list[str]:
-        """The user's keywords of ``region`` followed by the selected ones, without repeats."""
+    def keywords(self, region: int, image: int | None = None) -> list[str]:
+        """The user's keywords of ``region`` followed by the selected ones (in ``image``, or in
+        either image), without repeats."""
         words = list(self.kw.user.get(region, [])) if self.kw else []
-        for found in self.selected.get(region, {}).values():
-            words += [k.word for k in found if k.word not in words]
+        for found_in, found in self.selected.get(region, {}).items():
+            if image is None or found_in == image:
+                words += [k.word for k in found if k.word not in words]
         return words
 
     def _update_kssa_positions(self) -> None:

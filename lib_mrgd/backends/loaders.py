@@ -222,8 +222,16 @@ def looks_like_path(name: str) -> bool:
             or name.count("/") != 1)
 
 
-def load_model(name: str, device=None, dtype=None) -> Pipeline:
-    device = resolve_device(device)
+def load_model(name: str, device=None, dtype=None, clipseg: str | None = None) -> Pipeline:
+    """``clipseg``: CLIPSeg weights for guidance (a folder or hub id), loaded on first use."""
+    pipeline = _load_model(name, resolve_device(device), dtype)
+    pipeline.source = name
+    if clipseg is not None:
+        pipeline.clipseg, pipeline.segmenter = str(clipseg), None
+    return pipeline
+
+
+def _load_model(name: str, device: torch.device, dtype) -> Pipeline:
     dtype = resolve_dtype(dtype, device)
     path = Path(name).expanduser()
     if name == "tiny":

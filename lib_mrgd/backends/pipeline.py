@@ -31,6 +31,9 @@ class Pipeline:
     dtype: torch.dtype
     prediction_type: str = "epsilon"
     alphas_cumprod: torch.Tensor | None = None
+    clipseg: str | None = None  # CLIPSeg weights for guidance: a folder or a hub id (None: the default)
+    segmenter: object | None = None  # loaded on first use
+    source: str | None = None  # what load_pipeline was given, so another process can load it too
 
     def __post_init__(self) -> None:
         if self.alphas_cumprod is None:
@@ -130,10 +133,19 @@ class Pipeline:
 
     # -- VAE -------------------------------------------------------------------------------------
 
-    def decode_tensor(self, latents: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1], ``(B, 3, H, W)``; differentiable when called under grad."""
-        images = self.vae.decode((latents / self.vae_scale).to(self.dtype)).sample.float()
-        return (images / 2 + 0.5).clamp(0, 1)
+    def decode_tensor(self, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """Images in [0, 1], ``(B, 3, H, W)``; differentiable when called under grad (guidance
+        decodes unclamped, so saturated pixels still pass a gradient)."""
+        images = self.vae.decode((latents / self.vae_scale).to(self.dtype)).sample.float() / 2 + 0.5
+        return images.clamp(0, 1) if clamp else images
+
+    def get_segmenter(self):
+        """The CLIPSeg guidance model, loaded on first use (ModelError when unavailable)."""
+        if self.segmenter is None:
+            from ..guidance.segmenter import load_segmenter
+
+            self.segmenter = load_segmenter(self.clipseg, self.device, self.dtype)
+        return self.segmenter
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:

@@ -62,6 +62,9 @@ def build_tiny_models(seed: int = 0):
 
 def tiny_pipeline(seed: int = 0, device: str | torch.device | None = None,
                   dtype: torch.dtype | None = None) -> Pipeline:
+    from ..guidance.segmenter import tiny_segmenter
+
     unet, vae, text_encoder = build_tiny_models(seed)
-    return Pipeline(unet, vae, text_encoder, clip_tokenizer(), name="tiny",
-                    device=torch.device(device or "cpu"), dtype=dtype or torch.float32)
+    device, dtype = torch.device(device or "cpu"), dtype or torch.float32
+    return Pipeline(unet, vae, text_encoder, clip_tokenizer(), name="tiny", device=device, dtype=dtype,
+                    segmenter=tiny_segmenter(seed, device, dtype))

@@ -27,7 +27,7 @@ def _bpe_file() -> Path:
 
 def write_tokenizer_files(folder: str | os.PathLike) -> Path:
     """Write ``vocab.json``, ``merges.txt`` and the tokenizer configs of the CLIP tokenizer."""
-    from transformers.models.clip.tokenization_clip import bytes_to_unicode
+    from open_clip.tokenizer import bytes_to_unicode
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
