@@ -24,6 +24,7 @@ class TextModel(Protocol):
 
     bos_id: int
     eos_id: int
+    pad_id: int  # the padding of a chunk (EOS for SD1, 0 for SD2's OpenCLIP)
 
     def encode_prompts(self, texts: Sequence[str]) -> Sequence[torch.Tensor]:
         """One ``(positions, dim)`` context per text."""
@@ -31,11 +32,15 @@ class TextModel(Protocol):
     def context_ids(self, text: str) -> list[int]:
         """The token id at every position of ``text``'s context (chunks of BOS + 75 + EOS)."""
 
-    def content_ids(self, text: str) -> list[int]:
-        """The ids of ``text`` without BOS, EOS, padding or chunking."""
 
     def id_to_token(self, ids: Sequence[int]) -> list[str]:
         """BPE strings; a word's last piece ends with ``</w>``."""
+
+
+def content_ids(model: TextModel, text: str) -> list[int]:
+    """The ids of ``text`` without BOS, EOS, padding or chunking, as the host tokenises it."""
+    special = {model.bos_id, model.eos_id, model.pad_id}
+    return [t for t in model.context_ids(text) if t not in special]
 
 
 def total_parts(spec: EditSpec, image: int) -> list[tuple[str, int | None]]:

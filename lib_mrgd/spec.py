@@ -298,9 +298,11 @@ def _version(value: Any, path: str) -> int:
 
 @dataclass
 class EditSpec:
-    """A whole edit. ``seed`` -1 means "pick one"; :meth:`resolved` fixes it."""
+    """A whole edit. ``seed`` -1 means "pick one"; :meth:`resolved` fixes it. ``enabled`` false
+    makes the WebUI skip the edit (a spec sent through the API switches the script on)."""
 
     version: int = _opt(SPEC_VERSION, _version)
+    enabled: bool = _opt(True, _bool)
     width: int = _opt(512, _int(MIN_SIZE, MAX_SIZE, SIZE_MULTIPLE))
     height: int = _opt(512, _int(MIN_SIZE, MAX_SIZE, SIZE_MULTIPLE))
     seed: int = _opt(-1, _int(-1, MAX_SEED))
@@ -330,7 +332,7 @@ class EditSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "version": self.version, "width": self.width, "height": self.height,
+            "version": self.version, "enabled": self.enabled, "width": self.width, "height": self.height,
             "seed": self.seed, "steps": self.steps, "cfg_scale": self.cfg_scale,
             "sampler": self.sampler, "background": self.background, "negative": self.negative,
             "regions": [r.to_dict() for r in self.regions], "options": self.options.to_dict(),

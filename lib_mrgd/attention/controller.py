@@ -25,7 +25,7 @@ from typing import Iterator
 
 import torch
 
-from ..conditioning import SEPARATOR, Conditioning, TextModel, total_parts
+from ..conditioning import SEPARATOR, Conditioning, TextModel, content_ids, total_parts
 from ..keywords import Keyword, entropy_bits, positions_of, select, tag_positions
 from ..layout import SOURCE, TARGET, BatchLayout, Branch, Layout, LayerKind
 from ..spec import EditSpec, RegionKind
@@ -297,6 +297,7 @@ def build_controller(spec: EditSpec, layout: Layout, cond: Conditioning, model: 
     o = spec.options
     warnings: list[str] = []
     bos, eos = model.bos_id, model.eos_id
+    special = {bos, eos, model.pad_id}
     plans: dict[int, PairPlan] = {}
     for layer in layout.layers:
         if not all(layer.present):
@@ -313,7 +314,7 @@ def build_controller(spec: EditSpec, layout: Layout, cond: Conditioning, model: 
             continue
         s_ids = cond.ids[(layer.index, SOURCE, Branch.COND)]
         t_ids = cond.ids[(layer.index, TARGET, Branch.COND)]
-        mapper = make_mapper(s_ids, t_ids, bos, eos, prefer_swap=layer.kind != LayerKind.TOTAL)
+        mapper = make_mapper(s_ids, t_ids, bos, special, prefer_swap=layer.kind != LayerKind.TOTAL)
         if layer.region_kind == RegionKind.ATTRIBUTE and mapper.mode != "swap":
             warnings.append(f"regions[{layer.region}]: source and target prompts have different token "
                             "counts; word swap fell back to refine alignment")
@@ -322,12 +323,11 @@ def build_controller(spec: EditSpec, layout: Layout, cond: Conditioning, model: 
     kw_plan = None
     total = layout.total
     if method == "mrgd" and total is not None and (o.keyword_selection or o.kssa):
-        special = {bos, eos}
-        separator = model.content_ids(SEPARATOR)
+        separator = content_ids(model, SEPARATOR)
         tags, tokens, ids = {}, {}, {}
         for image in (SOURCE, TARGET):
             ids[image] = cond.ids[(total.index, image, Branch.COND)]
-            parts = [(model.content_ids(text), tag) for text, tag in total_parts(spec, image)]
+            parts = [(content_ids(model, text), tag) for text, tag in total_parts(spec, image)]
             tags[image] = tag_positions(ids[image], parts, separator, special)
             tokens[image] = model.id_to_token(ids[image])
         kw_plan = KeywordPlan(

@@ -29,11 +29,11 @@ class Mapper:
         return source[..., self.index.to(source.device)] * alpha + target * (1 - alpha)
 
 
-def _split(ids: Sequence[int], bos: int, eos: int) -> tuple[list[int], list[int], list[int]]:
-    """Positions of BOS, of content tokens, and of EOS/padding."""
+def _split(ids: Sequence[int], bos: int, special: set[int]) -> tuple[list[int], list[int], list[int]]:
+    """Positions of BOS, of content tokens, and of EOS/padding (``special`` holds BOS, EOS, pad)."""
     starts, content, ends = [], [], []
     for pos, tok in enumerate(ids):
-        (starts if tok == bos else ends if tok == eos else content).append(pos)
+        (starts if tok == bos else ends if tok in special else content).append(pos)
     return starts, content, ends
 
 
@@ -68,17 +68,16 @@ def swap_mapper(length: int) -> Mapper:
     return Mapper(torch.arange(length), torch.ones(length), "swap")
 
 
-def can_swap(source_ids: Sequence[int], target_ids: Sequence[int], bos: int, eos: int) -> bool:
+def can_swap(source_ids: Sequence[int], target_ids: Sequence[int], special: set[int]) -> bool:
     """Word swap needs the same number of tokens in the same places."""
-    special = {bos, eos}
     if len(source_ids) != len(target_ids):
         return False
     return all((s in special) == (t in special) for s, t in zip(source_ids, target_ids))
 
 
-def refine_mapper(source_ids: Sequence[int], target_ids: Sequence[int], bos: int, eos: int) -> Mapper:
-    s_bos, s_content, s_rest = _split(source_ids, bos, eos)
-    t_bos, t_content, t_rest = _split(target_ids, bos, eos)
+def refine_mapper(source_ids: Sequence[int], target_ids: Sequence[int], bos: int, special: set[int]) -> Mapper:
+    s_bos, s_content, s_rest = _split(source_ids, bos, special)
+    t_bos, t_content, t_rest = _split(target_ids, bos, special)
     index = torch.arange(len(target_ids))
     alpha = torch.zeros(len(target_ids))
     for t_list, s_list in ((t_bos, s_bos), (t_rest, s_rest)):
@@ -94,8 +93,9 @@ def refine_mapper(source_ids: Sequence[int], target_ids: Sequence[int], bos: int
     return Mapper(index, alpha, "refine")
 
 
-def make_mapper(source_ids: Sequence[int], target_ids: Sequence[int], bos: int, eos: int,
+def make_mapper(source_ids: Sequence[int], target_ids: Sequence[int], bos: int, special: set[int],
                 prefer_swap: bool) -> Mapper:
-    if prefer_swap and can_swap(source_ids, target_ids, bos, eos):
+    """``special``: the ids of BOS, EOS and padding."""
+    if prefer_swap and can_swap(source_ids, target_ids, special):
         return swap_mapper(len(target_ids))
-    return refine_mapper(source_ids, target_ids, bos, eos)
+    return refine_mapper(source_ids, target_ids, bos, special)

@@ -4,7 +4,8 @@ The hook is an instance attribute ``module.forward`` that shadows the class's fo
 whatever optimisation a host assigned to the class). It asks the hook whether this call needs
 edits; if not, the class forward runs untouched, so idle layers keep the host's fast path.
 Restoring is ``del module.forward``: assigning the saved bound method back would leave an instance
-attribute behind.
+attribute behind. Another extension's instance forward found on a module is kept as the idle path
+and put back on detach.
 
 Families and their call signatures:
 - diffusers ``Attention``: ``forward(hidden_states, encoder_hidden_states=None, attention_mask=None, **kw)``
@@ -79,30 +80,50 @@ def find_sites(unet: torch.nn.Module) -> list[Site]:
     return sites
 
 
-def _make_forward(site: Site, hook: Hook):
+def _make_forward(site: Site, hook: Hook, previous=None):
+    """The instance forward; ``previous`` is another extension's instance forward, kept as the
+    idle path and put back on detach."""
     module = site.module
     if site.family == "diffusers":
+        def idle(*args, **kwargs):
+            return previous(*args, **kwargs) if previous else type(module).forward(module, *args, **kwargs)
+
         def forward(hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
             if attention_mask is None and hidden_states.dim() == 3 and hook.wants(site, hidden_states, encoder_hidden_states):
                 return hook.attend(site, hidden_states, encoder_hidden_states)
-            return type(module).forward(module, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
+            return idle(hidden_states, encoder_hidden_states, attention_mask, **kwargs)
     else:
         def forward(x, context=None, mask=None, **kwargs):
             if mask is None and kwargs.get("value") is None and hook.wants(site, x, context):
                 return hook.attend(site, x, context)
+            if previous:
+                return previous(x, context=context, mask=mask, **kwargs)
             return type(module).forward(module, x, context=context, mask=mask, **kwargs)
+    forward.mrgd_previous = previous  # type: ignore[attr-defined]
     return forward
 
 
 def attach(sites: list[Site], hook: Hook) -> None:
     for site in sites:
-        site.module.forward = _make_forward(site, hook)
+        site.module.forward = _make_forward(site, hook, vars(site.module).get("forward"))
 
 
 def detach(sites: list[Site]) -> None:
     for site in sites:
-        if "forward" in vars(site.module):
+        ours = vars(site.module).get("forward")
+        if ours is None or not hasattr(ours, "mrgd_previous"):
+            continue
+        if ours.mrgd_previous is not None:
+            site.module.forward = ours.mrgd_previous
+        else:
             del site.module.forward
+
+
+def sweep(unet: torch.nn.Module) -> int:
+    """Remove hooks of ours that a crashed run left behind; returns how many."""
+    stale = [s for s in find_sites(unet) if hasattr(vars(s.module).get("forward"), "mrgd_previous")]
+    detach(stale)
+    return len(stale)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ..layout import BatchLayout
-from ..prompts import parse_emphasis, tokenize_prompt
+from ..prompts import tokenize_prompt
 from ..sampling import scaled_linear_alphas_cumprod
 
 
@@ -78,6 +78,10 @@ class Pipeline:
     def eos_id(self) -> int:
         return self._eos
 
+    @property
+    def pad_id(self) -> int:
+        return self._pad
+
     def _encode_words(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False, truncation=False).input_ids
 
@@ -86,9 +90,6 @@ class Pipeline:
 
     def context_ids(self, text: str) -> list[int]:
         return self.tokenize(text).ids
-
-    def content_ids(self, text: str) -> list[int]:
-        return [t for run, w in parse_emphasis(text) if w != -1.0 for t in self._encode_words(run)]
 
     def id_to_token(self, ids) -> list[str]:
         return self.tokenizer.convert_ids_to_tokens(list(ids))

@@ -1,0 +1,74 @@
+"""What mrgd reads from the WebUI's model objects (AUTOMATIC1111 v1.10, SD1/SD2 checkpoints).
+
+Kept apart so the rest of the adapter talks to plain functions, and so the tests' stand-in of the
+WebUI only has to match these few attributes: ``get_learned_conditioning``, the hijacked text
+encoder's ``tokenize_line`` and ids, ``first_stage_model``, ``scale_factor``, ``alphas_cumprod``
+and the UNet at ``model.diffusion_model``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..backends.tokenizer import clip_tokenizer
+from ..spec import SpecError
+
+
+class HostTextModel:
+    """The host's text encoder seen through mrgd's ``TextModel`` protocol."""
+
+    def __init__(self, sd_model):
+        self.sd_model = sd_model
+        clip = sd_model.cond_stage_model
+        self._clip = clip
+        self.bos_id, self.eos_id = clip.id_start, clip.id_end
+        self.pad_id = clip.id_pad if clip.id_pad is not None else clip.id_end
+        self._vocab = None
+
+    @torch.no_grad()
+    def encode_prompts(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        # one text per call: a batch would be padded to its longest prompt
+        return [self.sd_model.get_learned_conditioning([t])[0] for t in texts]
+
+    def context_ids(self, text: str) -> list[int]:
+        chunks, _ = self._clip.tokenize_line(text)
+        return [t for chunk in chunks for t in chunk.tokens]
+
+    def id_to_token(self, ids: Sequence[int]) -> list[str]:
+        if self._vocab is None:  # SD1 and SD2 share CLIP's BPE vocabulary
+            self._vocab = clip_tokenizer()
+        return self._vocab.convert_ids_to_tokens(list(ids))
+
+
+def check_model(sd_model) -> None:
+    """Refuse models mrgd cannot drive yet, with a message for the user."""
+    if getattr(sd_model, "is_sdxl", False) or getattr(sd_model, "is_sd3", False):
+        raise SpecError("model", "MRGD supports SD1.x and SD2.x checkpoints in this release (not SDXL/SD3)")
+    if getattr(sd_model, "cond_stage_key", "") == "edit":
+        raise SpecError("model", "MRGD does not support InstructPix2Pix (edit) checkpoints")
+    if not hasattr(sd_model, "cond_stage_model") or not hasattr(sd_model.cond_stage_model, "tokenize_line"):
+        raise SpecError("model", "this WebUI's text encoder has no tokenize_line (is this Forge? use A1111 v1.10)")
+
+
+def unet(sd_model) -> torch.nn.Module:
+    return sd_model.model.diffusion_model
+
+
+def decode_for_guidance(sd_model):
+    """latents -> images in [0, 1], unclamped and differentiable (the host's own decode is no_grad)."""
+    vae = sd_model.first_stage_model
+    dtype = next(vae.parameters()).dtype
+
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        return vae.decode(z.to(dtype) / sd_model.scale_factor).float() / 2 + 0.5
+
+    return decode
+
+
+def alpha_bar(sd_model, sigma: float, timestep_sampler: bool) -> float:
+    """ᾱ at this call: DDIM-like samplers pass the timestep, k-diffusion passes sigma."""
+    if timestep_sampler:
+        return float(sd_model.alphas_cumprod[int(round(sigma))])
+    return 1.0 / (1.0 + float(sigma) ** 2)

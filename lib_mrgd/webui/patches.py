@@ -1,0 +1,51 @@
+"""Instance patches that always come off.
+
+Every patch mrgd puts on a host object is an instance attribute recorded here; ``undo`` puts back
+exactly what was there (another extension's instance attribute included) or deletes ours, in
+reverse order. Patched callables carry a marker so a sweep can find leftovers of a crashed run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+MARK = "mrgd_patch"
+_MISSING = object()
+
+
+class Patches:
+    def __init__(self) -> None:
+        self._undo: list[tuple[object, str, Any]] = []
+
+    def set(self, obj: object, name: str, value: Callable) -> None:
+        previous = vars(obj).get(name, _MISSING)
+
+        def patched(*args, **kwargs):
+            return value(*args, **kwargs)
+
+        setattr(patched, MARK, True)
+        setattr(obj, name, patched)
+        self._undo.append((obj, name, previous))
+
+    def undo(self) -> None:
+        while self._undo:
+            obj, name, previous = self._undo.pop()
+            if previous is _MISSING:
+                vars(obj).pop(name, None)
+            else:
+                setattr(obj, name, previous)
+
+    def __len__(self) -> int:
+        return len(self._undo)
+
+
+def is_ours(value: Any) -> bool:
+    return bool(getattr(value, MARK, False))
+
+
+def sweep_attribute(obj: object, name: str) -> bool:
+    """Delete a leftover patch of ours from ``obj``; True if there was one."""
+    if is_ours(vars(obj).get(name)):
+        del vars(obj)[name]
+        return True
+    return False

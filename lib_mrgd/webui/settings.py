@@ -1,0 +1,84 @@
+"""The extension's own settings section, and where its CLIPSeg weights live."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+
+from ..guidance.segmenter import CLIPSEG_FILES, DEFAULT_CLIPSEG, Segmenter, load_segmenter
+
+SECTION = ("mrgd", "Multi-Region Guided Diffusion")
+CLIPSEG_PATH = "mrgd_clipseg_path"
+MAX_REGIONS = "mrgd_max_regions"
+GUIDANCE_DTYPE = "mrgd_guidance_dtype"
+DEFAULTS = {CLIPSEG_PATH: "", MAX_REGIONS: 16, GUIDANCE_DTYPE: "auto"}
+
+
+def register() -> None:
+    """``on_ui_settings``: the extension's settings section."""
+    import gradio as gr
+    from modules import shared
+
+    opts = [
+        (CLIPSEG_PATH, shared.OptionInfo(DEFAULTS[CLIPSEG_PATH], "CLIPSeg weights folder (empty: models/clipseg/clipseg-rd64-refined)")),
+        (MAX_REGIONS, shared.OptionInfo(DEFAULTS[MAX_REGIONS], "Maximum number of regions", gr.Slider,
+                                        {"minimum": 1, "maximum": 16, "step": 1})),
+        (GUIDANCE_DTYPE, shared.OptionInfo(DEFAULTS[GUIDANCE_DTYPE], "Guidance model precision", gr.Radio,
+                                           {"choices": ["auto", "fp32", "fp16"]})),
+    ]
+    for key, info in opts:
+        info.section = SECTION
+        shared.opts.add_option(key, info)
+
+
+def get(key: str):
+    from modules import shared
+
+    return getattr(shared.opts, key, DEFAULTS[key]) if hasattr(shared, "opts") else DEFAULTS[key]
+
+
+def clipseg_folder() -> Path:
+    configured = str(get(CLIPSEG_PATH) or "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    from modules import paths
+
+    return Path(paths.models_path) / "clipseg" / "clipseg-rd64-refined"
+
+
+def guidance_dtype(device: torch.device) -> torch.dtype:
+    choice = get(GUIDANCE_DTYPE)
+    if choice == "fp16" or (choice == "auto" and device.type == "cuda"):
+        return torch.float16
+    return torch.float32
+
+
+def segmenter(device: torch.device) -> Segmenter:
+    """CLIPSeg from the settings' folder; fetched into it on first use when online."""
+    folder = clipseg_folder()
+    dtype = guidance_dtype(device)
+    return _cached(str(folder), str(device), str(dtype), dtype, device)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached(folder_key: str, device_key: str, dtype_key: str, dtype, device) -> Segmenter:
+    folder = Path(folder_key)
+    hint = f"put the files of {DEFAULT_CLIPSEG} (config.json, model.safetensors, tokenizer) in {folder}"
+    if not (folder / "config.json").is_file():
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        if offline:
+            from ..backends.pipeline import ModelError
+
+            raise ModelError(f"CLIPSeg weights are missing and HF_HUB_OFFLINE is set; {hint}")
+        from huggingface_hub import snapshot_download
+
+        try:
+            snapshot_download(DEFAULT_CLIPSEG, allow_patterns=CLIPSEG_FILES, local_dir=str(folder))
+        except Exception as exc:
+            from ..backends.pipeline import ModelError
+
+            raise ModelError(f"CLIPSeg weights are missing and could not be downloaded ({type(exc).__name__}); {hint}") from None
+    return load_segmenter(folder, device, dtype, fill_hint=hint)

@@ -1,0 +1,125 @@
+"""The region canvas in a real headless Chromium (Playwright), on Gradio 3.41.2."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Debian's chromium is not installed")
+
+
+@pytest.fixture(scope="module")
+def page():
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from playwright.sync_api import sync_playwright
+
+    from browser_app import launch
+
+    demo, url = launch()
+    try:
+        with sync_playwright() as pw:  # Playwright gives the browser a fresh, empty profile
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 1600})
+            page.goto(url)
+            page.wait_for_selector("#txt2img_mrgd_root .mrgd-canvas", state="attached", timeout=60_000)
+            page.get_by_text("Multi-Region Guided Diffusion").first.click()
+            page.wait_for_selector("#txt2img_mrgd_root .mrgd-canvas", state="visible")
+            yield page
+            browser.close()
+    finally:
+        demo.close()
+
+
+def _spec(page) -> dict:
+    return json.loads(page.locator("#txt2img_mrgd_spec textarea").input_value())
+
+
+def _drag(page, box, start, end, steps=8):
+    page.mouse.move(box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"], steps=steps)
+    page.mouse.up()
+
+
+def test_draw_move_resize_delete_and_type(page, tmp_path):
+    canvas = page.locator("#txt2img_mrgd_root .mrgd-canvas")
+    box = canvas.bounding_box()
+    assert abs(box["width"] / box["height"] - 512 / 384) < 0.01  # the canvas takes the width/height fields' shape
+    page.locator("#txt2img_mrgd_root .mrgd-enable").check()
+
+    _drag(page, box, (0.10, 0.20), (0.40, 0.70))  # region 1
+    _drag(page, box, (0.60, 0.10), (0.90, 0.40))  # region 2
+    _drag(page, box, (0.05, 0.80), (0.25, 0.95))  # region 3, deleted below
+    assert len(_spec(page)["regions"]) == 3
+    page.locator('#txt2img_mrgd_root .mrgd-region[data-index="2"] .mrgd-delete').click()
+    _drag(page, box, (0.25, 0.45), (0.35, 0.50))  # move region 1 by (+0.10, +0.05)
+    se = page.locator('#txt2img_mrgd_root .mrgd-box[data-index="1"] .mrgd-handle-se').bounding_box()
+    page.mouse.move(se["x"] + se["width"] / 2, se["y"] + se["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(se["x"] + se["width"] / 2 - 0.10 * box["width"], se["y"] + se["height"] / 2 + 0.20 * box["height"], steps=8)
+    page.mouse.up()
+
+    rows = page.locator("#txt2img_mrgd_root .mrgd-region")
+    rows.nth(0).locator(".mrgd-source").fill("a girl in a red sweater")
+    rows.nth(0).locator(".mrgd-target").fill("a girl in a blue sweater")
+    rows.nth(0).locator(".mrgd-keywords").fill("girl, sweater")
+    rows.nth(1).locator(".mrgd-target").fill("a dog")
+    assert rows.nth(0).locator(".mrgd-badge").inner_text() == "change"
+    assert rows.nth(1).locator(".mrgd-badge").inner_text() == "add"
+
+    spec = _spec(page)
+    assert spec["enabled"] is True and len(spec["regions"]) == 2
+    px, py = 1 / box["width"], 1 / box["height"]  # one pixel, as fractions
+    expected = [[0.20, 0.25, 0.30, 0.50], [0.60, 0.10, 0.20, 0.50]]
+    for region, want in zip(spec["regions"], expected):
+        for got, w, tol in zip(region["box"], want, (px, py, px, py)):
+            assert abs(got - w) <= tol + 1e-4, (region["box"], want)
+    r1, r2 = spec["regions"]
+    assert (r1["source"], r1["target"], r1["keywords"]) == ("a girl in a red sweater", "a girl in a blue sweater", ["girl", "sweater"])
+    assert (r2["source"], r2["target"]) == ("", "a dog")
+    assert spec["options"]["lambda_rs"] == 1000.0  # the defaults come from the Python spec module
+
+    from lib_mrgd import load_spec
+
+    load_spec(spec)  # what the canvas writes is a valid spec
+
+    page.locator("#generate").click()
+    page.wait_for_function("() => document.querySelector('#received textarea').value.length > 0")
+    assert json.loads(page.locator("#received textarea").input_value()) == spec  # Python received it
+
+    out = Path(os.environ.get("MRGD_SCREENSHOT_DIR", tmp_path))
+    out.mkdir(parents=True, exist_ok=True)
+    page.locator("#txt2img_mrgd").screenshot(path=str(out / "panel.png"))
+    assert (out / "panel.png").stat().st_size > 1000
+
+
+def test_advanced_options_and_keyboard_delete(page):
+    page.get_by_text("Advanced").first.click()
+    kssa = page.locator('#txt2img_mrgd_root input[data-option="kssa_factor"]')
+    kssa.fill("1.25")
+    assert _spec(page)["options"]["kssa_factor"] == 1.25
+    page.locator('#txt2img_mrgd_root input[data-option="guidance"]').uncheck()
+    assert _spec(page)["options"]["guidance"] is False
+    n = len(_spec(page)["regions"])
+    page.locator('#txt2img_mrgd_root .mrgd-box[data-index="0"]').click()
+    page.keyboard.press("Delete")
+    assert len(_spec(page)["regions"]) == n - 1
+
+
+def test_a_pasted_spec_redraws_the_canvas(page):
+    page.locator("#paste").click()
+    page.wait_for_function("() => document.querySelectorAll('#txt2img_mrgd_root .mrgd-box').length === 1 && "
+                           "document.querySelector('#txt2img_mrgd_root .mrgd-source').value === 'a cat'")
+    row = page.locator("#txt2img_mrgd_root .mrgd-region").nth(0)
+    assert row.locator(".mrgd-badge").inner_text() == "keep"
+    assert row.locator(".mrgd-feather").input_value() == "0.3"
+    assert page.locator("#txt2img_mrgd_root .mrgd-enable").is_checked()
+    assert not page.locator('#txt2img_mrgd_root input[data-option="kssa"]').is_checked()

@@ -1,0 +1,270 @@
+"""The WebUI extension through a stand-in of the v1.10.1 modules (tests/standin), tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from standin.harness import img2img, install_model, load_extension_script, txt2img
+
+from lib_mrgd.webui.patches import is_ours
+
+SPEC = {"regions": [
+    {"box": [0.05, 0.25, 0.4, 0.6], "source": "a girl in a red sweater", "target": "a girl in a blue sweater",
+     "keywords": ["girl"]},
+    {"box": [0.55, 0.3, 0.4, 0.5], "source": "", "target": "a dog"},
+]}
+FIELDS = dict(prompt="a living room, best quality", negative_prompt="blurry", seed=7, steps=6, cfg_scale=7.0,
+              width=128, height=128)
+
+
+@pytest.fixture(scope="module")
+def script(tiny):
+    from pathlib import Path
+
+    from modules import paths
+
+    install_model(tiny)
+    folder = Path(paths.models_path) / "clipseg" / "clipseg-rd64-refined"  # where the WebUI keeps CLIPSeg
+    tiny.segmenter.model.save_pretrained(folder)
+    tiny.segmenter.tokenizer.save_pretrained(folder)
+    return load_extension_script()
+
+
+def _leftovers(tiny, p=None):
+    """Names of instance patches of ours still on the model or this request's sampler."""
+    found = [n for n, m in tiny.unet.named_modules() if "forward" in vars(m)]
+    if p is not None and getattr(p, "sampler", None) is not None:
+        cfg = p.sampler.model_wrap_cfg
+        for obj, name in ((cfg, "forward"), (cfg.inner_model, "forward"), (p.sampler, "sample"),
+                          (p.sampler, "sample_img2img")):
+            if name in vars(obj):
+                found.append(f"{type(obj).__name__}.{name}")
+    return found
+
+
+def _plain(tiny, **extra):
+    p, processed = txt2img(None, None, **{**FIELDS, "batch_size": 2, **extra})
+    return np.asarray(processed.images[0]), np.asarray(processed.images[1])
+
+
+@pytest.mark.parametrize("sampler", ["DDIM", "Euler a"])
+def test_txt2img_makes_source_and_target_and_cleans_up(tiny, script, sampler):
+    before = _plain(tiny, sampler_name=sampler)
+    p, processed = txt2img(script, json.dumps(SPEC), sampler_name=sampler, **FIELDS)
+    assert p.scripts.errors == []
+    assert len(processed.images) == 2 and processed.all_seeds == [7, 7]
+    assert "MRGD: " in processed.infotexts[0]
+    assert "MRGD image: source" in processed.infotexts[0] and "MRGD image: target" in processed.infotexts[1]
+    assert processed.infotexts[0].startswith("a living room, best quality\nNegative prompt: blurry\n")
+    source, target = (np.asarray(im, dtype=float) for im in processed.images)
+    assert np.abs(source - target)[40:, 80:].mean() > np.abs(source - target)[:30, :30].mean()
+    assert _leftovers(tiny, p) == []
+    after = _plain(tiny, sampler_name=sampler)
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))  # a plain run is bit-identical
+
+
+def test_prompts_stay_strings_and_the_seed_list_makes_the_pair(tiny, script):
+    p, _ = txt2img(script, SPEC, enable_hr=True, **FIELDS)
+    assert (p.prompt, p.negative_prompt) == (FIELDS["prompt"], FIELDS["negative_prompt"])
+    assert p.hr_prompt == "" and p.seed == [7, 7] and p.batch_size == 2  # the host copies prompts into hires
+
+
+def test_the_infotext_field_restores_the_spec(tiny, script):
+    p, processed = txt2img(script, SPEC, **FIELDS)
+    line = processed.infotexts[1].splitlines()[-1]
+    value = json.loads(line.split("MRGD: ", 1)[1].split(", MRGD image")[0])  # quoted JSON, as the host writes it
+    restored = json.loads(value)
+    assert [r["target"] for r in restored["regions"]] == ["a girl in a blue sweater", "a dog"]
+    assert "background" not in restored and "seed" not in restored  # the host's own fields carry those
+    assert restored["options"]["lambda_rs"] == 1000.0
+
+
+def test_api_argument_as_dict_and_as_json_string_give_the_same_pair(tiny, script):
+    _, a = txt2img(script, SPEC, **FIELDS)
+    _, b = txt2img(script, json.dumps(SPEC), **FIELDS)
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.images, b.images))
+
+
+def test_no_spec_or_enabled_false_is_a_plain_run(tiny, script):
+    _, processed = txt2img(script, "", **FIELDS)
+    assert len(processed.images) == 1 and "MRGD" not in processed.infotexts[0]
+    _, processed = txt2img(script, {**SPEC, "enabled": False}, **FIELDS)
+    assert len(processed.images) == 1
+
+
+def test_a_bad_spec_fails_the_request_with_its_field_path_and_changes_nothing(tiny, script):
+    bad = {"regions": [{"box": [0.1, 0.2, 0.3, 0.0], "source": "a cat"}]}
+    with pytest.raises(ValueError, match=r"^regions\[0\]\.box: height must be > 0"):
+        txt2img(script, bad, **FIELDS)
+    assert _leftovers(tiny) == []
+    with pytest.raises(ValueError, match=r"^spec: invalid JSON"):
+        txt2img(script, "{not json", **FIELDS)
+    _, processed = txt2img(script, SPEC, **FIELDS)  # and the next request is served
+    assert len(processed.images) == 2
+
+
+def test_and_in_the_prompt_is_refused(tiny, script):
+    with pytest.raises(ValueError, match="AND"):
+        txt2img(script, SPEC, **{**FIELDS, "prompt": "a room AND a garden"})
+    assert _leftovers(tiny) == []
+
+
+def test_an_exception_mid_sampling_restores_everything(tiny, script, monkeypatch):
+    before = _plain(tiny)
+    calls = {"n": 0}
+    original = tiny.unet.forward
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("device lost")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tiny.unet, "forward", flaky)
+    with pytest.raises(RuntimeError, match="device lost"):
+        txt2img(script, SPEC, **FIELDS)
+    monkeypatch.undo()
+    assert _leftovers(tiny) == []
+    assert all(np.array_equal(a, b) for a, b in zip(before, _plain(tiny)))
+
+
+def test_an_interrupt_returns_and_restores(tiny, script):
+    from modules import shared, sd_samplers_cfg_denoiser
+
+    seen = {"n": 0}
+    original = sd_samplers_cfg_denoiser.CFGDenoiser.forward
+
+    def interrupt_on_third(self, *args, **kwargs):
+        seen["n"] += 1
+        if seen["n"] == 3:
+            shared.state.interrupted = True
+        return original(self, *args, **kwargs)
+
+    sd_samplers_cfg_denoiser.CFGDenoiser.forward = interrupt_on_third
+    try:
+        p, processed = txt2img(script, SPEC, **FIELDS)
+    finally:
+        sd_samplers_cfg_denoiser.CFGDenoiser.forward = original
+        shared.state.interrupted = False
+    assert len(processed.images) == 2
+    assert _leftovers(tiny, p) == []
+
+
+def test_long_prompts_split_cond_and_uncond_calls(tiny, script):
+    long_prompt = ", ".join(["a cozy living room with plants"] * 20)  # two chunks vs one for the negative
+    p, processed = txt2img(script, SPEC, **{**FIELDS, "prompt": long_prompt})
+    assert p.scripts.errors == [] and len(processed.images) == 2
+    assert _leftovers(tiny, p) == []
+
+
+def test_batch_cond_uncond_off_gives_the_same_pair(tiny, script):
+    from modules import shared
+
+    _, a = txt2img(script, SPEC, **FIELDS)
+    shared.opts.data["batch_cond_uncond"] = False
+    try:
+        _, b = txt2img(script, SPEC, **FIELDS)
+    finally:
+        shared.opts.data.pop("batch_cond_uncond")
+    diff = max(np.abs(np.asarray(x, float) - np.asarray(y, float)).max() for x, y in zip(a.images, b.images))
+    assert diff <= 2  # the same edit; only batching rounding may differ
+
+
+def test_token_merging_is_off_during_the_run_and_restored(tiny, script):
+    from modules import shared, sd_samplers_cfg_denoiser
+
+    shared.opts.data["token_merging_ratio"] = 0.5
+    seen = []
+    original = sd_samplers_cfg_denoiser.CFGDenoiser.forward
+
+    def spy(self, *args, **kwargs):
+        seen.append(shared.opts.token_merging_ratio)
+        return original(self, *args, **kwargs)
+
+    sd_samplers_cfg_denoiser.CFGDenoiser.forward = spy
+    try:
+        txt2img(script, SPEC, **FIELDS)
+    finally:
+        sd_samplers_cfg_denoiser.CFGDenoiser.forward = original
+    assert set(seen) == {0.0}
+    assert shared.opts.token_merging_ratio == 0.5
+    shared.opts.data.pop("token_merging_ratio")
+
+
+def test_img2img_run(tiny, script):
+    init = Image.fromarray((np.random.default_rng(0).random((128, 128, 3)) * 255).astype(np.uint8))
+    p, processed = img2img(script, SPEC, init, denoising_strength=0.6, **FIELDS)
+    assert p.scripts.errors == [] and len(processed.images) == 2
+    assert _leftovers(tiny, p) == []
+
+
+def test_ui_twice_has_no_side_effects(script):
+    import gradio as gr
+
+    from modules import script_callbacks
+
+    counts = {k: len(v) for k, v in script_callbacks.callbacks.items()}
+    outputs = []
+    for _ in range(2):
+        with gr.Blocks():
+            outputs.append(script.ui(False))
+    assert [len(o) for o in outputs] == [1, 1]
+    assert len(script.infotext_fields) == 1 and script.paste_field_names == ["MRGD"]
+    assert {k: len(v) for k, v in script_callbacks.callbacks.items()} == counts
+    assert outputs[1][0].value == ""  # the spec box starts empty: the script is off by default
+
+
+def test_settings_register_in_their_own_section(script):
+    from modules import script_callbacks, shared
+
+    for cb in script_callbacks.callbacks["ui_settings"]:
+        cb()
+    infos = {k: v for k, v in shared.opts.data_labels.items() if k.startswith("mrgd_")}
+    assert set(infos) == {"mrgd_clipseg_path", "mrgd_max_regions", "mrgd_guidance_dtype"}
+    assert {v.section for v in infos.values()} == {("mrgd", "Multi-Region Guided Diffusion")}
+
+
+def test_the_max_regions_setting_is_enforced(tiny, script):
+    from modules import shared
+
+    shared.opts.data["mrgd_max_regions"] = 1
+    try:
+        with pytest.raises(ValueError, match=r"^regions: at most 1 regions"):
+            txt2img(script, SPEC, **FIELDS)
+    finally:
+        shared.opts.data.pop("mrgd_max_regions")
+
+
+def test_script_unloaded_sweeps_stale_hooks(tiny, script):
+    from lib_mrgd.attention.patcher import attach, find_sites
+    from modules import script_callbacks
+
+    class Idle:
+        def wants(self, *a):
+            return False
+
+    attach(find_sites(tiny.unet), Idle())  # as a crashed run would leave them
+    assert _leftovers(tiny)
+    script_callbacks.script_unloaded_callback()
+    assert _leftovers(tiny) == []
+    assert not any(is_ours(m.__dict__.get("forward")) for m in tiny.unet.modules())
+
+
+def test_missing_clipseg_weights_fail_the_request_naming_the_folder(tiny, script, tmp_path, monkeypatch):
+    from modules import shared
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    shared.opts.data["mrgd_clipseg_path"] = str(tmp_path / "empty")
+    try:
+        with pytest.raises(ValueError, match=r"^guidance: CLIPSeg weights are missing.*" + str(tmp_path / "empty")):
+            txt2img(script, SPEC, **FIELDS)
+        _, processed = txt2img(script, {**SPEC, "options": {"guidance": False}}, **FIELDS)  # guidance off needs none
+        assert len(processed.images) == 2
+    finally:
+        shared.opts.data.pop("mrgd_clipseg_path")
+    assert _leftovers(tiny) == []
