@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-BENCHMARKS = ["fusion", "attention", "guidance"]
+BENCHMARKS = ["fusion", "attention", "guidance", "inversion"]
 
 
 def main(argv=None) -> int:

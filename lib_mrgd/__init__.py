@@ -12,7 +12,8 @@ The public Python API::
 from __future__ import annotations
 
 from .backends.pipeline import ModelError
-from .runner import METHODS, EditResult, MethodNotAvailable, run_edit
+from .inversion import Inversion, InversionError, invert
+from .runner import METHODS, EditResult, run_edit
 from .spec import EditSpec, Options, Region, RegionKind, SpecError, load_spec
 
 __version__ = "0.1.0"
@@ -28,5 +29,6 @@ def load_pipeline(name_or_path: str, device=None, dtype=None, clipseg: str | Non
     return load_model(name_or_path, device=device, dtype=dtype, clipseg=clipseg)
 
 
-__all__ = ["METHODS", "EditResult", "EditSpec", "MethodNotAvailable", "ModelError", "Options",
-           "Region", "RegionKind", "SpecError", "__version__", "load_pipeline", "load_spec", "run_edit"]
+__all__ = ["METHODS", "EditResult", "EditSpec", "Inversion", "InversionError", "ModelError",
+           "Options", "Region", "RegionKind", "SpecError", "__version__", "invert", "load_pipeline", "load_spec",
+           "run_edit"]

@@ -44,9 +44,21 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on cuda, else fp32)")
     edit.add_argument("--clipseg", default=None,
                       help="CLIPSeg weights for guidance: a folder or hub id (default CIDAS/clipseg-rd64-refined)")
+    edit.add_argument("--inversion", default=None, help="an inversion.safetensors from 'invert': edit that photo")
     edit.add_argument("--seed", type=int, default=None, help="override the spec's seed (-1 = random)")
     edit.add_argument("--steps", type=int, default=None, help="override the spec's steps")
     edit.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    inv = sub.add_parser("invert", help="invert a real photo for a spec's source side, then edit it")
+    inv.add_argument("image", help="the photo (PNG, JPEG, WebP...)")
+    inv.add_argument("spec", help="edit spec: a JSON file (or a JSON string)")
+    inv.add_argument("--model", default=DEFAULT_MODEL, help="as for edit")
+    inv.add_argument("--out", required=True, help="output folder")
+    inv.add_argument("--method", default="mrgd", choices=METHODS)
+    inv.add_argument("--device", default=None)
+    inv.add_argument("--dtype", default=None)
+    inv.add_argument("--clipseg", default=None, help="as for edit")
+    inv.add_argument("--quiet", action="store_true", help="no progress bar")
 
     kw = sub.add_parser("keywords", help="print each region's keywords selected by attention entropy")
     kw.add_argument("spec", help="edit spec: a JSON file (or a JSON string)")
@@ -79,19 +91,76 @@ def cmd_edit(args: argparse.Namespace) -> int:
         spec = spec.replace(**overrides)
     check_method(args.method)
     check_sampler(spec)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out: {out} exists and is not a folder")
+    out = _out_folder(args.out)
+    inversion = None
+    if args.inversion:
+        from .inversion import Inversion
+
+        inversion = Inversion.load(args.inversion)
     pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype, clipseg=args.clipseg)
-    result = run_edit(spec, pipeline, method=args.method, progress=not args.quiet)
-    out.mkdir(parents=True, exist_ok=True)
-    spec_json = result.spec.to_json()
-    result.source.save(out / "source.png", pnginfo=_png_info(spec_json, "source", args.method))
-    result.target.save(out / "target.png", pnginfo=_png_info(spec_json, "target", args.method))
-    result.spec.save(out / "spec.json")
+    result = run_edit(spec, pipeline, method=args.method, progress=not args.quiet, inversion=inversion)
+    _write_pair(out, result, args.method)
     timings = result.info["timings"]
     print(f"wrote {out / 'source.png'}, {out / 'target.png'}, {out / 'spec.json'} "
           f"(seed {result.spec.seed}, {timings['total_s']:.1f} s)")
+    return EXIT_OK
+
+
+def _out_folder(path: str) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out: {out} exists and is not a folder")
+    return out
+
+
+def _write_pair(out: Path, result, method: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    spec_json = result.spec.to_json()
+    result.source.save(out / "source.png", pnginfo=_png_info(spec_json, "source", method))
+    result.target.save(out / "target.png", pnginfo=_png_info(spec_json, "target", method))
+    result.spec.save(out / "spec.json")
+
+
+def cmd_invert(args: argparse.Namespace) -> int:
+    """Everything is computed before anything is written: a failure leaves --out untouched."""
+    import time
+
+    from . import load_pipeline, load_spec, run_edit
+    from .images import prepare
+    from .inversion import image_scores, invert, latent_psnr, reconstruct
+    from .runner import check_method, check_sampler
+
+    started = time.perf_counter()
+    spec = load_spec(args.spec).resolved()
+    check_method(args.method)
+    check_sampler(spec)
+    out = _out_folder(args.out)
+    photo, _ = prepare(args.image, spec.width, spec.height)  # bad images fail here, before any model work
+    pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype, clipseg=args.clipseg)
+    inversion = invert(photo, spec, pipeline, method=args.method, progress=not args.quiet)
+    z0 = pipeline.encode_image(photo)
+    t0 = time.perf_counter()
+    plain = reconstruct(inversion, spec, pipeline, null_text=False)
+    tuned = reconstruct(inversion, spec, pipeline, null_text=True)
+    reconstruct_s = time.perf_counter() - t0
+    plain_image, tuned_image = pipeline.decode(plain)[0], pipeline.decode(tuned)[0]
+    result = run_edit(spec, pipeline, method=args.method, progress=not args.quiet, inversion=inversion)
+    report = {
+        "image": str(args.image), "model": pipeline.name, "method": args.method, "cfg_scale": spec.cfg_scale,
+        "steps": spec.steps, "notes": inversion.report["notes"],
+        "ddim_inversion": {**image_scores(photo, plain_image), "latent_psnr": latent_psnr(z0, plain)},
+        "null_text_inversion": {**image_scores(photo, tuned_image), "latent_psnr": latent_psnr(z0, tuned)},
+        "vae_round_trip": image_scores(photo, pipeline.decode(z0)[0]),
+        "null_text_inner_steps": inversion.report["inner_steps"],
+        "timings": {**inversion.report["timings"], "reconstruct_s": reconstruct_s,
+                    "edit_s": result.info["timings"]["total_s"], "total_s": time.perf_counter() - started},
+    }
+    _write_pair(out, result, args.method)
+    tuned_image.save(out / "reconstruction.png")
+    inversion.save(out / "inversion.safetensors")
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}: reconstruction PSNR {report['null_text_inversion']['psnr']:.2f} dB with null-text, "
+          f"{report['ddim_inversion']['psnr']:.2f} dB without ({report['timings']['total_s']:.1f} s)")
     return EXIT_OK
 
 
@@ -138,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_library_warnings()
     try:
         args = _parser().parse_args(argv)
-        return {"edit": cmd_edit, "keywords": cmd_keywords}[args.command](args)
+        return {"edit": cmd_edit, "invert": cmd_invert, "keywords": cmd_keywords}[args.command](args)
     except (UsageError, SpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -23,10 +23,6 @@ METHODS = ("multidiffusion", "p2p", "mrgd")
 SAMPLERS = ("ddim",)
 
 
-class MethodNotAvailable(SpecError):
-    """A method whose parts have not landed in this release."""
-
-
 @dataclass
 class EditResult:
     source: Image.Image
@@ -62,14 +58,18 @@ class _Run:
     guidance: Guidance | None
     warnings: list[str]
     encode_s: float
+    inversion: Any = None  # an Inversion: start noise and tuned negatives
+    base_contexts: dict | None = None
 
 
-def _prepare(spec, pipeline, method: str, max_batch: int | None) -> _Run:
+def _prepare(spec, pipeline, method: str, max_batch: int | None, inversion=None) -> _Run:
     check_method(method)
     spec = load_spec(spec).resolved()
     check_sampler(spec)
     total = method == "mrgd" and spec.options.total_region
     layout = Layout.from_spec(spec, pipeline.latent_multiple, total_region=total)
+    if inversion is not None:
+        inversion.check(spec, layout, pipeline.model_hash(), method)
     t0 = time.perf_counter()
     cond = encode_layers(layer_prompts(spec, layout), pipeline)
     controller, warnings = (build_controller(spec, layout, cond, pipeline, method)
@@ -84,7 +84,7 @@ def _prepare(spec, pipeline, method: str, max_batch: int | None) -> _Run:
 
         guidance = Guidance(spec, layout, lambda z: pipeline.decode_tensor(z, clamp=False),
                             pipeline.get_segmenter(), keywords)
-    return _Run(spec, layout, fusion, controller, guidance, warnings, encode_s)
+    return _Run(spec, layout, fusion, controller, guidance, warnings, encode_s, inversion, dict(cond.contexts))
 
 
 def _sample(run: _Run, pipeline, progress: bool, until: float | None = None) -> torch.Tensor:
@@ -92,10 +92,15 @@ def _sample(run: _Run, pipeline, progress: bool, until: float | None = None) -> 
     spec = run.spec
     sampler = DDIMSampler(pipeline.alphas_cumprod, spec.steps)
     branches = (Branch.COND, Branch.UNCOND) if spec.cfg_scale != 1.0 else (Branch.COND,)
-    x = pipeline.initial_noise(spec.seed, spec.height, spec.width).repeat(2, 1, 1, 1)
+    if run.inversion is not None:
+        x = run.inversion.latent.to(pipeline.device, torch.float32).repeat(2, 1, 1, 1)
+    else:
+        x = pipeline.initial_noise(spec.seed, spec.height, spec.width).repeat(2, 1, 1, 1)
     hooks = patched(pipeline.unet, run.controller) if run.controller else contextlib.nullcontext()
     with hooks, _progress_bar(spec.steps, progress) as bar:
         for i, t in enumerate(sampler.timesteps):
+            if run.inversion is not None:
+                run.fusion.contexts = run.inversion.contexts(i, run.base_contexts, run.layout)
             out = run.fusion(x, t, i / spec.steps, branches=branches)
             eps = apply_cfg(out[Branch.COND], out.get(Branch.UNCOND), spec.cfg_scale)
             if run.guidance is not None and run.guidance.due(i):
@@ -126,14 +131,15 @@ def _keyword_info(run: _Run) -> list[dict]:
 
 @torch.no_grad()
 def run_edit(spec, pipeline, method: str = "mrgd", progress: bool = True,
-             max_batch: int | None = None) -> EditResult:
+             max_batch: int | None = None, inversion=None) -> EditResult:
     """Generate the source and the edited target image of ``spec`` with ``pipeline``.
 
     ``spec`` is anything :func:`load_spec` takes. ``max_batch`` caps the rows of one UNet call
-    (memory); results do not depend on it.
+    (memory); results do not depend on it. ``inversion`` (from :func:`lib_mrgd.invert`) makes a
+    real photo the source: sampling starts from its noise with its tuned negative embeddings.
     """
     started = time.perf_counter()
-    run = _prepare(spec, pipeline, method, max_batch)
+    run = _prepare(spec, pipeline, method, max_batch, inversion)
     t0 = time.perf_counter()
     x = _sample(run, pipeline, progress)
     sampling_s = time.perf_counter() - t0

@@ -45,6 +45,13 @@ class DDIMSampler:
         a_prev = self.alphas_prev[i]
         return a_prev**0.5 * self.predict_x0(x, eps, i) + (1 - a_prev) ** 0.5 * eps
 
+    def invert_step(self, x: torch.Tensor, eps: torch.Tensor, i: int) -> torch.Tensor:
+        """The reverse of :meth:`step` (DDIM inversion): from step ``i``'s output back to its
+        input, with ``eps`` predicted at the output (the usual linear approximation)."""
+        a_prev, a = self.alphas_prev[i], self.alphas[i]
+        x0 = (x - (1 - a_prev) ** 0.5 * eps) / a_prev**0.5
+        return a**0.5 * x0 + (1 - a) ** 0.5 * eps
+
 
 def apply_cfg(cond: torch.Tensor, uncond: torch.Tensor | None, scale: float) -> torch.Tensor:
     if uncond is None:
