@@ -60,6 +60,28 @@ def _parser() -> argparse.ArgumentParser:
     inv.add_argument("--clipseg", default=None, help="as for edit")
     inv.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    ev = sub.add_parser("eval", help="run and score a set of edit specs (CLIP, SSIM-e, SSIM-i) per method")
+    ev.add_argument("set", help="a folder of edit specs (*.json), e.g. benchmarks/edits")
+    ev.add_argument("--model", default=DEFAULT_MODEL, help="as for edit")
+    ev.add_argument("--methods", default="multidiffusion,p2p,mrgd",
+                    help="comma-separated: multidiffusion, p2p, mrgd, mrgd-no-guidance, mrgd-no-total, mrgd-no-kssa, "
+                         "mrgd-no-keywords")
+    ev.add_argument("--out", required=True, help="output folder")
+    ev.add_argument("--limit", type=int, default=None, help="only the first N edits of the set")
+    ev.add_argument("--resume", action="store_true", help="skip (edit, method) rows already in DIR/metrics.csv")
+    ev.add_argument("--shard", default=None, help="i/n: run every n-th edit starting at the i-th (1-based)")
+    ev.add_argument("--clip", default=None,
+                    help="CLIP weights: an open_clip ViT-B-16 tag (default openai) or a local file")
+    ev.add_argument("--device", default=None)
+    ev.add_argument("--dtype", default=None)
+    ev.add_argument("--clipseg", default=None, help="as for edit")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    mg = sub.add_parser("eval-merge", help="merge eval shard folders into one table and report")
+    mg.add_argument("shards", nargs="+", help="the --out folders of the shards")
+    mg.add_argument("--set", required=True, help="the set the shards ran")
+    mg.add_argument("--out", required=True, help="output folder")
+
     kw = sub.add_parser("keywords", help="print each region's keywords selected by attention entropy")
     kw.add_argument("spec", help="edit spec: a JSON file (or a JSON string)")
     kw.add_argument("--model", default=DEFAULT_MODEL, help="as for edit")
@@ -164,6 +186,48 @@ def cmd_invert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from . import evaluation as ev
+    from . import load_pipeline
+    from .backends.pipeline import ModelError
+    from .metrics import load_clip_scorer, tiny_clip_scorer
+
+    edits = ev.load_set(args.set)
+    methods = ev.parse_methods(args.methods)
+    shard = ev.parse_shard(args.shard)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise UsageError("--limit: must be >= 1")
+        edits = edits[:args.limit]
+    out = _out_folder(args.out)
+    pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype, clipseg=args.clipseg)
+    reason = ""
+    if pipeline.name == "tiny" and args.clip is None:
+        clip = tiny_clip_scorer()
+    else:
+        try:
+            clip = load_clip_scorer(args.clip, device=pipeline.device)
+        except ModelError as exc:
+            clip, reason = None, str(exc)
+            print(f"warning: CLIP score skipped: {exc}", file=sys.stderr)
+    rows = ev.run(edits, pipeline, methods, out, clip, resume=args.resume, shard=shard, progress=not args.quiet)
+    ev.write_outputs(out, rows, edits, methods, ev.clip_note(clip, reason))
+    print(f"wrote {out / 'metrics.csv'} ({len(rows)} rows), {out / 'table.md'}, {out / 'report.html'}")
+    print((out / "table.md").read_text())
+    return EXIT_OK
+
+
+def cmd_eval_merge(args: argparse.Namespace) -> int:
+    from . import evaluation as ev
+
+    edits = ev.load_set(args.set)
+    out = Path(args.out)
+    rows = ev.merge([Path(s) for s in args.shards], out, edits)
+    print(f"merged {len(args.shards)} shards into {out} ({len(rows)} rows)")
+    print((out / "table.md").read_text())
+    return EXIT_OK
+
+
 def cmd_keywords(args: argparse.Namespace) -> int:
     from . import load_pipeline, load_spec
     from .runner import check_sampler, select_keywords
@@ -207,7 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_library_warnings()
     try:
         args = _parser().parse_args(argv)
-        return {"edit": cmd_edit, "invert": cmd_invert, "keywords": cmd_keywords}[args.command](args)
+        commands = {"edit": cmd_edit, "invert": cmd_invert, "keywords": cmd_keywords, "eval": cmd_eval,
+                    "eval-merge": cmd_eval_merge}
+        return commands[args.command](args)
     except (UsageError, SpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
