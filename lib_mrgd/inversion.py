@@ -133,23 +133,108 @@ class Inversion:
     # -- use in an edit --------------------------------------------------------------------------
 
     def contexts(self, step: int, base: dict[Key, torch.Tensor], layout: Layout) -> dict[Key, torch.Tensor]:
-        """``base`` with this step's tuned unconditional embeddings for every layer they exist for
-        (source and target rows alike, so the pair still shares each UNet call)."""
-        tuned = self.null_texts[step]
-        out = dict(base)
-        for layer in layout.layers:
-            value = tuned.get(layer_key(layer))
-            if value is None:
-                continue
-            for image in (SOURCE, TARGET):
-                key = (layer.index, image, Branch.UNCOND)
-                if key in out:
-                    out[key] = value.to(out[key])
-        return out
+        return with_null_texts(self.null_texts[step], base, layout)
+
+
+def with_null_texts(tuned: dict[str, torch.Tensor], base: dict[Key, torch.Tensor], layout: Layout) -> dict[Key, torch.Tensor]:
+    """``base`` with one step's tuned unconditional embeddings for every layer they exist for
+    (source and target rows alike, so the pair still shares each UNet call)."""
+    out = dict(base)
+    for layer in layout.layers:
+        value = tuned.get(layer_key(layer))
+        if value is None:
+            continue
+        for image in (SOURCE, TARGET):
+            key = (layer.index, image, Branch.UNCOND)
+            if key in out:
+                out[key] = value.to(out[key])
+    return out
 
 
 def _fused_source(fusion: RegionFusion, x, t, progress, branch: Branch) -> torch.Tensor:
     return fusion(x, t, progress, images=(SOURCE,), branches=(branch,))[branch]
+
+
+@dataclass
+class Tuned:
+    """What inverting one latent gives: the start noise and, per step, each layer's embedding."""
+
+    latent: torch.Tensor
+    null_texts: list[dict[str, torch.Tensor]]
+    inner_steps: list[int]
+    final_losses: list[float]
+    inversion_s: float
+    null_text_s: float
+
+
+def invert_latent(z0: torch.Tensor, fusion: RegionFusion, grid: DDIMSampler, cfg_scale: float, layout: Layout,
+                  progress_of=None, refine: int = REFINE, inner_steps: int = INNER_STEPS, bar=None) -> Tuned:
+    """Invert a clean latent on ``grid`` and tune each layer's negative embedding per step.
+
+    ``fusion`` holds the source contexts (it is restored afterwards); ``progress_of(i)`` is the
+    sampling progress the host will report at step ``i`` (default ``i / len(grid)``), so layers
+    join and leave as they will during the edit.
+    """
+    n = len(grid.timesteps)
+    progress_of = progress_of or (lambda i: i / n)
+    base = dict(fusion.contexts)
+    t0 = time.perf_counter()
+    trajectory: list[torch.Tensor] = [z0] * (n + 1)
+    x = z0
+    for i in reversed(range(n)):
+        t, p = grid.timesteps[i], progress_of(i)
+        guess = grid.invert_step(x, _fused_source(fusion, x, t, p, Branch.COND), i)
+        for _ in range(refine):
+            guess = grid.invert_step(x, _fused_source(fusion, guess, t, p, Branch.COND), i)
+        x = trajectory[i] = guess
+        if bar is not None:
+            bar.update(1)
+    inversion_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    current = {k: v.clone() for k, v in base.items() if k[1] == SOURCE and k[2] == Branch.UNCOND}
+    null_texts: list[dict[str, torch.Tensor]] = []
+    inner_counts, losses = [], []
+    x = trajectory[0]
+    for i, t in enumerate(grid.timesteps):
+        if cfg_scale == 1.0:  # the unconditional branch is never used: nothing to tune
+            null_texts.append({})
+            inner_counts.append(0)
+            continue
+        p = progress_of(i)
+        active = [l for l in layout.layers if l.index in layout.contributing(SOURCE, p) and l.present[SOURCE]]
+        keys = [(l.index, SOURCE, Branch.UNCOND) for l in active]
+        fusion.contexts = {**base, **current}
+        eps_cond = _fused_source(fusion, x, t, p, Branch.COND)
+        params = {k: current[k].clone().float().requires_grad_(True) for k in keys}
+        opt = torch.optim.Adam(params.values(), lr=1e-2 * (1 - i / 100))
+        used, loss_value = 0, float("nan")
+        with torch.enable_grad():
+            for _ in range(inner_steps):
+                fusion.contexts = {**base, **current, **params}
+                eps_uncond = _fused_source(fusion, x, t, p, Branch.UNCOND)
+                x_prev = grid.step(x, apply_cfg(eps_cond, eps_uncond, cfg_scale), i)
+                loss = torch.nn.functional.mse_loss(x_prev.float(), trajectory[i + 1].float())
+                # gradients for the embeddings only: a host's model weights may require grad
+                grads = torch.autograd.grad(loss, list(params.values()))
+                for param, grad in zip(params.values(), grads):
+                    param.grad = grad
+                opt.step()
+                used, loss_value = used + 1, loss.item()
+                if loss_value < EARLY_STOP + i * EARLY_STOP_PER_STEP:
+                    break
+        for k in keys:
+            current[k] = params[k].detach().to(current[k].dtype)
+        null_texts.append({layer_key(layout.layers[k[0]]): current[k].clone() for k in keys})
+        fusion.contexts = {**base, **current}
+        eps_uncond = _fused_source(fusion, x, t, p, Branch.UNCOND)
+        x = grid.step(x, apply_cfg(eps_cond, eps_uncond, cfg_scale), i)
+        inner_counts.append(used)
+        losses.append(loss_value)
+        if bar is not None:
+            bar.update(1)
+    fusion.contexts = base
+    return Tuned(trajectory[0], null_texts, inner_counts, losses, inversion_s, time.perf_counter() - t0)
 
 
 @torch.no_grad()
@@ -169,72 +254,18 @@ def invert(image, spec, pipeline, method: str = "mrgd", progress: bool = True,
     layout = Layout.from_spec(spec, pipeline.latent_multiple, total_region=method == "mrgd" and spec.options.total_region)
     cond = encode_layers(layer_prompts(spec, layout), pipeline)
     fusion = RegionFusion(layout, cond.contexts, pipeline.denoise)
-    sampler = DDIMSampler(pipeline.alphas_cumprod, spec.steps)
-    n = spec.steps
-
-    t0 = time.perf_counter()
-    z0 = pipeline.encode_image(photo)
-    trajectory: list[torch.Tensor] = [z0] * (n + 1)
-    x = z0
-    with _progress_bar(2 * n, progress) as bar:
-        for i in reversed(range(n)):
-            t = sampler.timesteps[i]
-            guess = sampler.invert_step(x, _fused_source(fusion, x, t, i / n, Branch.COND), i)
-            for _ in range(refine):
-                guess = sampler.invert_step(x, _fused_source(fusion, guess, t, i / n, Branch.COND), i)
-            x = trajectory[i] = guess
-            bar.update(1)
-        inversion_s = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        current = {k: v.clone() for k, v in cond.contexts.items() if k[1] == SOURCE and k[2] == Branch.UNCOND}
-        null_texts: list[dict[str, torch.Tensor]] = []
-        inner_counts, losses = [], []
-        x = trajectory[0]
-        for i, t in enumerate(sampler.timesteps):
-            if spec.cfg_scale == 1.0:
-                null_texts.append({})
-                inner_counts.append(0)
-                continue
-            p = i / n
-            active = [l for l in layout.layers if l.index in layout.contributing(SOURCE, p) and l.present[SOURCE]]
-            keys = [(l.index, SOURCE, Branch.UNCOND) for l in active]
-            eps_cond = _fused_source(fusion, x, t, p, Branch.COND)
-            params = {k: current[k].clone().float().requires_grad_(True) for k in keys}
-            opt = torch.optim.Adam(params.values(), lr=1e-2 * (1 - i / 100))
-            used, loss_value = 0, float("nan")
-            with torch.enable_grad():
-                for _ in range(inner_steps):
-                    fusion.contexts = {**cond.contexts, **params}
-                    eps_uncond = _fused_source(fusion, x, t, p, Branch.UNCOND)
-                    x_prev = sampler.step(x, apply_cfg(eps_cond, eps_uncond, spec.cfg_scale), i)
-                    loss = torch.nn.functional.mse_loss(x_prev, trajectory[i + 1])
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    used, loss_value = used + 1, loss.item()
-                    if loss_value < EARLY_STOP + i * EARLY_STOP_PER_STEP:
-                        break
-            for k in keys:
-                current[k] = params[k].detach().to(current[k].dtype)
-            null_texts.append({layer_key(layout.layers[k[0]]): current[k].clone() for k in keys})
-            fusion.contexts = {**cond.contexts, **current}
-            eps_uncond = _fused_source(fusion, x, t, p, Branch.UNCOND)
-            x = sampler.step(x, apply_cfg(eps_cond, eps_uncond, spec.cfg_scale), i)
-            inner_counts.append(used)
-            losses.append(loss_value)
-            bar.update(1)
-        fusion.contexts = cond.contexts
-        null_text_s = time.perf_counter() - t0
-
+    grid = DDIMSampler(pipeline.alphas_cumprod, spec.steps)
+    with _progress_bar(2 * spec.steps, progress) as bar:
+        tuned = invert_latent(pipeline.encode_image(photo), fusion, grid, spec.cfg_scale, layout,
+                              refine=refine, inner_steps=inner_steps, bar=bar)
     metadata = {
         "model_hash": pipeline.model_hash(), "spec_hash": source_fingerprint(spec, layout), "method": method,
-        "steps": n, "width": spec.width, "height": spec.height, "cfg_scale": spec.cfg_scale, "refine": refine,
+        "steps": spec.steps, "width": spec.width, "height": spec.height, "cfg_scale": spec.cfg_scale, "refine": refine,
     }
-    report = {"notes": notes, "inner_steps": inner_counts, "final_losses": losses,
-              "timings": {"inversion_s": inversion_s, "null_text_s": null_text_s,
+    report = {"notes": notes, "inner_steps": tuned.inner_steps, "final_losses": tuned.final_losses,
+              "timings": {"inversion_s": tuned.inversion_s, "null_text_s": tuned.null_text_s,
                           "total_s": time.perf_counter() - started}}
-    return Inversion(trajectory[0], null_texts, metadata, report)
+    return Inversion(tuned.latent, tuned.null_texts, metadata, report)
 
 
 @torch.no_grad()

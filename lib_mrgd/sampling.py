@@ -36,6 +36,17 @@ class DDIMSampler:
         self.alphas = [float(ac[t]) for t in self.timesteps]
         self.alphas_prev = [float(ac[t]) for t in self.timesteps[1:]] + [float(ac[0])]
 
+    @classmethod
+    def on_grid(cls, alphas_cumprod: torch.Tensor, timesteps: list[int], alphas_prev: list[float]) -> "DDIMSampler":
+        """DDIM on a host's own grid: step ``i`` evaluates the model at ``timesteps[i]`` and goes
+        from that timestep's level to ``alphas_prev[i]``."""
+        sampler = cls.__new__(cls)
+        sampler.alphas_cumprod, sampler.steps = alphas_cumprod, len(timesteps)
+        sampler.timesteps = list(timesteps)
+        sampler.alphas = [float(alphas_cumprod[t]) for t in timesteps]
+        sampler.alphas_prev = [float(a) for a in alphas_prev]
+        return sampler
+
     def predict_x0(self, x: torch.Tensor, eps: torch.Tensor, i: int) -> torch.Tensor:
         a = self.alphas[i]
         return (x - (1 - a) ** 0.5 * eps) / a**0.5

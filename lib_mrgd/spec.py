@@ -182,6 +182,8 @@ class Options:
     Injection pairs are ``[cross, self]``: the fraction of steps, from the start, during which the
     source's cross- and self-attention maps are handed to the target. Self-attention is handed
     over only on maps downsampled at least ``self_replace_factor`` times (16x16 of a 64x64 latent).
+    ``img2img_inversion``: in WebUI img2img, start from the multi-region null-text inversion of the
+    init image (DDIM samplers) instead of noising it.
     """
 
     guidance: bool = _opt(True, _bool)
@@ -203,6 +205,7 @@ class Options:
     kssa_factor: float = _opt(1.5, _float(0.0, 10.0))
     kssa_blocks: list[str] = _opt(["down"], _list(_choices("down", "mid", "up"), max_len=3))
     self_replace_factor: int = _opt(4, _int(1, 64))
+    img2img_inversion: bool = _opt(True, _bool)
     inject_background: list[float] = _opt([1.0, 0.5], _fraction_pair)
     inject_inherent: list[float] = _opt([1.0, 0.7], _fraction_pair)
     inject_edit: list[float] = _opt([0.6, 0.3], _fraction_pair)

@@ -196,11 +196,29 @@ def test_token_merging_is_off_during_the_run_and_restored(tiny, script):
     shared.opts.data.pop("token_merging_ratio")
 
 
-def test_img2img_run(tiny, script):
-    init = Image.fromarray((np.random.default_rng(0).random((128, 128, 3)) * 255).astype(np.uint8))
-    p, processed = img2img(script, SPEC, init, denoising_strength=0.6, **FIELDS)
-    assert p.scripts.errors == [] and len(processed.images) == 2
-    assert _leftovers(tiny, p) == []
+def _init_image():
+    yy, xx = np.mgrid[0:128, 0:128] / 128
+    rgb = np.stack([np.sin(6 * xx + 1) * 0.5 + 0.5, np.cos(5 * yy) * 0.5 + 0.5, xx * yy], -1)
+    return Image.fromarray((rgb * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("sampler", ["DDIM", "Euler a"])
+def test_img2img_starts_from_the_inversion_with_ddim(tiny, script, sampler):
+    from lib_mrgd.inversion import latent_psnr
+
+    fields = {**FIELDS, "sampler_name": sampler, "steps": 10, "cfg_scale": 5.0}
+    runs = {}
+    for inversion in (True, False):
+        spec = {**SPEC, "options": {"img2img_inversion": inversion, "guidance": False}}
+        p, processed = img2img(script, spec, _init_image(), denoising_strength=0.8, **fields)
+        assert p.scripts.errors == [] and len(processed.images) == 2
+        assert _leftovers(tiny, p) == []
+        runs[inversion] = latent_psnr(p.init_latent[0], p.samples[0])
+    print(f"img2img {sampler}: source latent PSNR vs init {runs[True]:.2f} dB with inversion, {runs[False]:.2f} without")
+    if sampler == "DDIM":  # the source reconstructs the init image far better from its inversion
+        assert runs[True] > runs[False] + 5, runs
+    else:  # other samplers: plain img2img, with a warning in the console summary
+        assert runs[True] == runs[False]
 
 
 def test_ui_twice_has_no_side_effects(script):

@@ -24,7 +24,9 @@ from ..attention.patcher import attach, detach, find_sites, sweep
 from ..conditioning import encode_layers, layer_prompts
 from ..fusion import RegionFusion
 from ..guidance.guide import Guidance
+from ..inversion import invert_latent, with_null_texts
 from ..layout import Branch, Layout
+from ..sampling import DDIMSampler
 from ..spec import EditSpec, SpecError
 from . import host
 from .patches import Patches
@@ -190,6 +192,9 @@ class Runtime:
             self.guidance = Guidance(spec, self.layout, host.decode_for_guidance(self.sd_model),
                                      guidance_segmenter(), keywords)
         self.spec = spec
+        self.base_contexts = dict(cond.contexts)
+        self.tuned = None  # img2img: the init image's inversion (start noise, tuned negatives)
+        self.step_index = 0
         self.rows = _Rows()
         self.progress = 0.0
         self._image_cond: dict = {}
@@ -211,13 +216,58 @@ class Runtime:
         try:
             self.patches.set(cfg, "forward", self._cfg_forward)
             self.patches.set(cfg.inner_model, "forward", self._inner_forward)
-            for name in ("sample", "sample_img2img"):
-                if hasattr(sampler, name):
-                    self.patches.set(sampler, name, self._guarded(getattr(sampler, name)))
+            if hasattr(sampler, "sample"):
+                self.patches.set(sampler, "sample", self._guarded(sampler.sample))
+            if hasattr(sampler, "sample_img2img"):
+                sample = sampler.sample_img2img
+                if self._wants_inversion():
+                    sample = self._inverting(sample)
+                self.patches.set(sampler, "sample_img2img", self._guarded(sample))
             attach(self.sites, self.controller)
         except Exception:
             self.close()
             raise
+
+    def _wants_inversion(self) -> bool:
+        """img2img starts from the init image's inversion where the host's sampler allows it."""
+        from modules import processing, shared
+
+        if not isinstance(self.p, processing.StableDiffusionProcessingImg2Img) or self.hires:
+            return False
+        if not self.spec.options.img2img_inversion:
+            return False
+        reason = None
+        if not self.timestep_sampler:
+            reason = "it needs a DDIM-type sampler"
+        elif getattr(self.sd_model.model, "conditioning_key", "crossattn") != "crossattn":
+            reason = "inpainting models are not supported"
+        elif getattr(shared.opts, "img2img_extra_noise", 0) > 0:
+            reason = "img2img extra noise is on"
+        if reason:
+            self.session.warnings.append(f"img2img inversion skipped ({reason}); the init image was noised as usual")
+            return False
+        return True
+
+    def _inverting(self, sample):
+        def run(p, x, noise, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
+            from modules import sd_samplers_common
+
+            total, t_enc = sd_samplers_common.setup_img2img_steps(p, steps)
+            timesteps = [int(t) for t in p.sampler.get_timesteps(p, total)]
+            if t_enc >= 2:
+                ac = self.sd_model.alphas_cumprod.detach().double().cpu()
+                # the host's DDIM evaluates timesteps[t_enc-1] .. timesteps[1], ending at timesteps[0]'s level
+                used = timesteps[:t_enc][::-1]
+                grid = DDIMSampler.on_grid(ac, used[:-1], [float(ac[t]) for t in used[1:]])
+                fusion = RegionFusion(self.layout, self.base_contexts, self._denoise)
+                self.tuned = invert_latent(x[:1].float(), fusion, grid, self.spec.cfg_scale, self.layout,
+                                           progress_of=lambda i: i / (t_enc + 1))
+                a = float(ac[timesteps[t_enc]])
+                noise.copy_((self.tuned.latent.to(x) - x * a**0.5) / (1 - a) ** 0.5)  # the host's xi is then our start
+            return sample(p, x, noise, conditioning, unconditional_conditioning, steps=steps,
+                          image_conditioning=image_conditioning)
+
+        return run
 
     def _guarded(self, sample):
         def run(*args, **kwargs):
@@ -252,7 +302,9 @@ class Runtime:
             raise SpecError("prompt", "MRGD does not support AND in the prompt")
         self.progress = cfg.step / cfg.total_steps if cfg.total_steps else 0.0
         self.rows.reset(x.shape[0])
-        step = cfg.step
+        step = self.step_index = cfg.step
+        if self.tuned is not None and step < len(self.tuned.null_texts):
+            self.fusion.contexts = with_null_texts(self.tuned.null_texts[step], self.base_contexts, self.layout)
         denoised = self._orig_cfg(x, sigma, **kwargs)
         if self.guidance is not None and x.shape[0] == 2 and self.guidance.due(step):
             ab = host.alpha_bar(self.sd_model, float(sigma[0]), self.timestep_sampler)

@@ -29,3 +29,10 @@ class Sampler:
             return func()
         except InterruptedException:
             return self.last_latent
+
+
+def setup_img2img_steps(p, steps=None):
+    """The host's default (img2img_fix_steps off)."""
+    steps = p.steps
+    t_enc = int(min(p.denoising_strength, 0.999) * steps)
+    return steps, t_enc

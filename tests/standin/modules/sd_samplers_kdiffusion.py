@@ -72,3 +72,13 @@ class KDiffusionSampler(sd_samplers_common.Sampler):
         x = x * sigmas[0]
         self.last_latent = x
         return self.launch_sampling(steps, lambda: self._euler_ancestral(x, sigmas, extra, p.rng.ancestral))
+
+    def sample_img2img(self, p, x, noise, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
+        steps, t_enc = sd_samplers_common.setup_img2img_steps(p, steps)
+        sigma_sched = self.get_sigmas(p, steps)[steps - t_enc - 1:]
+        self.model_wrap_cfg.p = p
+        extra = {"cond": conditioning, "image_cond": image_conditioning, "uncond": unconditional_conditioning,
+                 "cond_scale": p.cfg_scale, "s_min_uncond": 0.0}
+        xi = x + noise * sigma_sched[0]
+        self.last_latent = xi
+        return self.launch_sampling(t_enc + 1, lambda: self._euler_ancestral(xi, sigma_sched, extra, p.rng.ancestral))

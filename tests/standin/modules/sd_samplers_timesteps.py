@@ -33,19 +33,20 @@ class CompVisSampler(sd_samplers_common.Sampler):
     def get_timesteps(self, p, steps):
         return torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
 
-    def _ddim(self, x, timesteps, extra_args, start=None):
+    def _ddim(self, x, timesteps, extra_args):
+        """The host's ddim (sd_samplers_timesteps_impl): len(timesteps) - 1 model calls, from
+        timesteps[-1] down to the level of timesteps[0]."""
         alphas_cumprod = shared.sd_model.alphas_cumprod
-        ts = timesteps.tolist()
-        alphas = alphas_cumprod[ts]
-        alphas_prev = alphas_cumprod[[0] + ts[:-1]]
-        indices = list(range(len(ts)))[::-1] if start is None else list(range(start))[::-1]
+        alphas = alphas_cumprod[timesteps]
+        alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))]
         s_in = x.new_ones([x.shape[0]])
-        for i in indices:
+        for i in range(len(timesteps) - 1):
+            index = len(timesteps) - 1 - i
             self.last_latent = x
-            eps = self.model_wrap_cfg(x, ts[i] * s_in.float(), **extra_args)
-            a, a_prev = alphas[i].item(), alphas_prev[i].item()
-            pred_x0 = (x - (1 - a) ** 0.5 * eps) / a**0.5
-            x = a_prev**0.5 * pred_x0 + (1 - a_prev) ** 0.5 * eps
+            e_t = self.model_wrap_cfg(x, timesteps[index].item() * s_in.float(), **extra_args)
+            a_t, a_prev = alphas[index].item(), alphas_prev[index].item()
+            pred_x0 = (x - (1 - a_t) ** 0.5 * e_t) / a_t**0.5
+            x = a_prev**0.5 * pred_x0 + (1 - a_prev) ** 0.5 * e_t
             state.sampling_step += 1
         return x
 
@@ -62,11 +63,12 @@ class CompVisSampler(sd_samplers_common.Sampler):
         return self.launch_sampling(steps, lambda: self._ddim(x, timesteps, extra))
 
     def sample_img2img(self, p, x, noise, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
-        steps = steps or p.steps
-        t_enc = max(1, int(min(p.denoising_strength, 0.999) * steps))
+        steps, t_enc = sd_samplers_common.setup_img2img_steps(p, steps)
         timesteps = self.get_timesteps(p, steps)
-        a = shared.sd_model.alphas_cumprod[timesteps[t_enc - 1]].item()
-        xi = x * a**0.5 + noise * (1 - a) ** 0.5
+        alphas_cumprod = shared.sd_model.alphas_cumprod
+        a = alphas_cumprod[timesteps[t_enc]]
+        xi = x * a.sqrt() + noise * (1 - a).sqrt()
         extra = self._extra(p, conditioning, unconditional_conditioning, image_conditioning)
-        self.last_latent = xi
-        return self.launch_sampling(t_enc, lambda: self._ddim(xi, timesteps, extra, start=t_enc))
+        self.model_wrap_cfg.init_latent = x
+        self.last_latent = x
+        return self.launch_sampling(t_enc + 1, lambda: self._ddim(xi, timesteps[:t_enc], extra))
