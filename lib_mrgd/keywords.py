@@ -107,7 +107,7 @@ def positions_of(words: Sequence[str], tokens: Sequence[str], tags: Sequence[int
     wanted = {w.lower() for phrase in words for w in phrase.replace(",", " ").split()}
     spans = word_spans(tokens)
     hits = []
-    for i, (tok, tag) in enumerate(zip(tokens, tags)):
+    for i, tag in enumerate(tags):
         if tag in regions:
             a, b = spans[i]
             if "".join(_clean(tokens[j]) for j in range(a, b)).lower() in wanted:

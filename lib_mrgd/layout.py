@@ -167,8 +167,12 @@ class Layout:
     def contributing(self, image: int, progress: float) -> frozenset[int]:
         """Indices of the layers with a non-zero weight somewhere in ``image`` at ``progress``;
         a layer covered everywhere by others (r_bg under r_total) need not be denoised."""
-        weights = self.blend_weights(image, progress)
-        return frozenset(int(i) for i in torch.nonzero(weights.flatten(1).amax(dim=1) > 0).flatten())
+        key = ("contributing", image, self.total_active(progress))
+        if key not in self._blend_cache:
+            weights = self.blend_weights(image, progress)
+            self._blend_cache[key] = frozenset(
+                int(i) for i in torch.nonzero(weights.flatten(1).amax(dim=1) > 0).flatten())
+        return self._blend_cache[key]
 
     def _blend(self, active: list[Layer]) -> torch.Tensor:
         out = torch.zeros(len(self.layers), self.latent_h, self.latent_w)

@@ -129,10 +129,6 @@ class TokenizedPrompt:
     def ids(self) -> list[int]:
         return [t for chunk in self.chunks for t in chunk]
 
-    @property
-    def weights(self) -> list[float]:
-        return [w for chunk in self.multipliers for w in chunk]
-
 
 def tokenize_prompt(
     text: str,

@@ -99,7 +99,7 @@ def test_eval_writes_every_output_resumes_and_merges_shards(capsys, tmp_path):
     assert report.count("class='edit'") == 3 and "images/att-1/p2p-target.png" in report
 
     # resume: a finished run has nothing left to do; a partial one only fills the gaps
-    out = capsys.readouterr()
+    capsys.readouterr()
     with open(full / "metrics.csv") as f:
         lines = f.readlines()
     (full / "metrics.csv").write_text("".join(lines[:3]))  # header + 2 rows kept

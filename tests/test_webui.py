@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from standin.harness import img2img, install_model, load_extension_script, txt2img

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..layout import SOURCE, TARGET, Layout
-from ..spec import LATENT_FACTOR, EditSpec, RegionKind, grid_span
+from ..spec import EditSpec, RegionKind, grid_span
 from .losses import inherent_preservation, inter_image_similarity, region_specific
 from .segmenter import Segmenter
 

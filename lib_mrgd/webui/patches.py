@@ -41,11 +41,3 @@ class Patches:
 
 def is_ours(value: Any) -> bool:
     return bool(getattr(value, MARK, False))
-
-
-def sweep_attribute(obj: object, name: str) -> bool:
-    """Delete a leftover patch of ours from ``obj``; True if there was one."""
-    if is_ours(vars(obj).get(name)):
-        del vars(obj)[name]
-        return True
-    return False
