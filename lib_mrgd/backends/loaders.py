@@ -197,23 +197,31 @@ def load_single_file(path: Path, device: torch.device, dtype: torch.dtype) -> Pi
                     prediction_type=prediction, alphas_cumprod=alphas)
 
 
-def load_hub(repo_id: str, device: torch.device, dtype: torch.dtype) -> Pipeline:
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def fetch_snapshot(repo_id: str, allow_patterns: list[str], subject: str, hint: str) -> Path:
+    """A hub repository from the local cache, else downloaded when the network allows; one
+    ModelError line otherwise. ``subject`` starts the message (``"model 'x' is"``)."""
     from huggingface_hub import snapshot_download
 
     try:
-        folder = snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=True)
+        return Path(snapshot_download(repo_id, allow_patterns=allow_patterns, local_files_only=True))
     except Exception:
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-            raise ModelError(f"model {repo_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE "
-                             "is set; download it once with network access, or pass a local folder or "
-                             "checkpoint file") from None
-        try:
-            folder = snapshot_download(repo_id, allow_patterns=HUB_FILES)
-        except Exception as exc:
-            raise ModelError(f"model {repo_id!r} is not in the local cache and could not be downloaded "
-                             f"({type(exc).__name__}); connect to the network once, or pass a local "
-                             "diffusers folder or .safetensors checkpoint") from None
-    return load_diffusers_folder(Path(folder), device, dtype, name=repo_id)
+        if hub_offline():
+            raise ModelError(f"{subject} not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {hint}") from None
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=allow_patterns))
+    except Exception as exc:
+        raise ModelError(f"{subject} not in the local cache and could not be downloaded "
+                         f"({type(exc).__name__}); {hint}") from None
+
+
+def load_hub(repo_id: str, device: torch.device, dtype: torch.dtype) -> Pipeline:
+    folder = fetch_snapshot(repo_id, HUB_FILES, f"model {repo_id!r} is",
+                            "connect to the network once, or pass a local diffusers folder or .safetensors checkpoint")
+    return load_diffusers_folder(folder, device, dtype, name=repo_id)
 
 
 def looks_like_path(name: str) -> bool:

@@ -104,23 +104,12 @@ def load_segmenter(source: str | os.PathLike | None, device, dtype, fill_hint: s
     path = Path(source).expanduser()
     if path.is_dir():
         return _from_folder(path, device, dtype)
-    if source.count("/") != 1 or source.startswith((".", "/", "~")):
-        raise ModelError(f"CLIPSeg weights folder not found: {source}")
-    from huggingface_hub import snapshot_download
+    from ..backends.loaders import fetch_snapshot, looks_like_path
 
+    if looks_like_path(source):
+        raise ModelError(f"CLIPSeg weights folder not found: {source}")
     hint = fill_hint or "pass a local folder with the CLIPSeg weights (clipseg option / --clipseg)"
-    try:
-        folder = snapshot_download(source, allow_patterns=CLIPSEG_FILES, local_files_only=True)
-    except Exception:
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-            raise ModelError(f"CLIPSeg weights {source!r} are not in the local Hugging Face cache and "
-                             f"HF_HUB_OFFLINE is set; {hint}") from None
-        try:
-            folder = snapshot_download(source, allow_patterns=CLIPSEG_FILES)
-        except Exception as exc:
-            raise ModelError(f"CLIPSeg weights {source!r} are not available offline and could not be "
-                             f"downloaded ({type(exc).__name__}); {hint}") from None
-    return _from_folder(Path(folder), device, dtype)
+    return _from_folder(fetch_snapshot(source, CLIPSEG_FILES, f"CLIPSeg weights {source!r} are", hint), device, dtype)
 
 
 def tiny_segmenter(seed: int = 0, device="cpu", dtype=torch.float32) -> Segmenter:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import torch
@@ -67,18 +66,16 @@ def segmenter(device: torch.device) -> Segmenter:
 def _cached(folder_key: str, device_key: str, dtype_key: str, dtype, device) -> Segmenter:
     folder = Path(folder_key)
     hint = f"put the files of {DEFAULT_CLIPSEG} (config.json, model.safetensors, tokenizer) in {folder}"
-    if not (folder / "config.json").is_file():
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        if offline:
-            from ..backends.pipeline import ModelError
-
-            raise ModelError(f"CLIPSeg weights are missing and HF_HUB_OFFLINE is set; {hint}")
+    if not (folder / "config.json").is_file():  # fetched into the WebUI's folder, not the hub cache
         from huggingface_hub import snapshot_download
 
+        from ..backends.loaders import hub_offline
+        from ..backends.pipeline import ModelError
+
+        if hub_offline():
+            raise ModelError(f"CLIPSeg weights are missing and HF_HUB_OFFLINE is set; {hint}")
         try:
             snapshot_download(DEFAULT_CLIPSEG, allow_patterns=CLIPSEG_FILES, local_dir=str(folder))
         except Exception as exc:
-            from ..backends.pipeline import ModelError
-
             raise ModelError(f"CLIPSeg weights are missing and could not be downloaded ({type(exc).__name__}); {hint}") from None
     return load_segmenter(folder, device, dtype, fill_hint=hint)
