@@ -43,10 +43,17 @@ def content_ids(model: TextModel, text: str) -> list[int]:
     return [t for t in model.context_ids(text) if t not in special]
 
 
+def with_common(common: str, text: str) -> str:
+    """``common, text`` as the authors join the main prompt and a region's prompt; either one
+    alone when the other is empty."""
+    return SEPARATOR.join(t for t in (common, text) if t)
+
+
 def total_parts(spec: EditSpec, image: int) -> list[tuple[str, int | None]]:
-    """r_total's prompt in pieces: the background (tag None), then each region present in
-    ``image`` (tagged with its index), joined by :data:`SEPARATOR`."""
-    parts = [(spec.background, None)] + [(r.prompt(image), i) for i, r in enumerate(spec.regions)]
+    """r_total's prompt in pieces: the common prompt and the background (tag None), then each
+    region present in ``image`` (tagged with its index), joined by :data:`SEPARATOR`."""
+    parts = [(spec.common, None), (spec.background, None)]
+    parts += [(r.prompt(image), i) for i, r in enumerate(spec.regions)]
     return [(text, tag) for text, tag in parts if text]
 
 
@@ -61,14 +68,14 @@ def layer_prompts(spec: EditSpec, layout: Layout) -> dict[Key, str]:
             if not layer.present[image]:
                 continue
             if layer.kind == LayerKind.BACKGROUND:
-                cond, uncond = spec.background, spec.negative
+                cond, uncond = with_common(spec.common, spec.background), spec.negative
             elif layer.kind == LayerKind.TOTAL:
-                cond, uncond = total_prompt(spec, image), spec.negative
+                cond, uncond = total_prompt(spec, image), spec.negative  # the common prompt is its first part
             else:
                 region = spec.regions[layer.region]
-                cond, uncond = region.prompt(image), region.negative or spec.negative
+                cond, uncond = with_common(spec.common, region.prompt(image)), region.negative or spec.negative
             prompts[(layer.index, image, Branch.COND)] = cond
-            prompts[(layer.index, image, Branch.UNCOND)] = uncond
+            prompts[(layer.index, image, Branch.UNCOND)] = with_common(spec.common_negative, uncond)
     return prompts
 
 

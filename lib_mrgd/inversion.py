@@ -67,6 +67,9 @@ def source_fingerprint(spec: EditSpec, layout: Layout) -> str:
         "regions": [[i, r.box, r.source, r.feather, r.negative] for i, r in enumerate(spec.regions) if r.source],
         "total_start": layout.total_start,
     }
+    for key in ("common", "common_negative"):  # only when set, so inversions saved before them still fit
+        if getattr(spec, key):
+            data[key] = getattr(spec, key)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -103,15 +103,39 @@ def feather_weights(height: int, width: int, ratio: float,
     return weight
 
 
+def box_weights(window: Window, box: Window, ratio: float, latent_h: int, latent_w: int) -> torch.Tensor:
+    """The weight over ``window`` of a box drawn at ``box`` (both latent pixels): the feather
+    inside the drawn box, 0 in the margin the snap added. Box edges on the image border are closed."""
+    sides = (box.top > 0, box.top + box.height < latent_h, box.left > 0, box.left + box.width < latent_w)
+    weight = torch.zeros(window.height, window.width)
+    top, left = box.top - window.top, box.left - window.left
+    weight[top:top + box.height, left:left + box.width] = feather_weights(box.height, box.width, ratio, sides)
+    return weight
+
+
 @dataclass
 class Layer:
     index: int
     kind: LayerKind
-    window: Window
+    window: Window  # the crop sent to the UNet (the box snapped outward)
     weight: torch.Tensor  # (height, width) of the window
     present: tuple[bool, bool]  # drawn in the source, in the target
     region: int | None = None  # index into spec.regions
     region_kind: RegionKind | None = None
+    box: Window | None = None  # the drawn box on the latent grid; None: the whole image
+
+    def describe(self, factor: int = LATENT_FACTOR) -> dict:
+        """Name, drawn box and crop in image pixels ``[x, y, w, h]``, and the share of the layer's
+        weight outside its drawn box (what a user checks to see that a region stays in its box)."""
+        box = self.box or self.window
+        inside = torch.zeros_like(self.weight)
+        top, left = box.top - self.window.top, box.left - self.window.left
+        inside[top:top + box.height, left:left + box.width] = 1
+        total = float(self.weight.sum())
+        outside = float((self.weight * (1 - inside)).sum()) / total if total > 0 else 0.0
+        px = lambda w: [w.left * factor, w.top * factor, w.width * factor, w.height * factor]
+        name = self.kind.value if self.region is None else f"region {self.region + 1}"
+        return {"name": name, "box_px": px(box), "window_px": px(self.window), "weight_outside_box": outside}
 
 
 @dataclass
@@ -131,11 +155,10 @@ class Layout:
         layers = [Layer(0, LayerKind.BACKGROUND, full, torch.ones(lh, lw), (True, True))]
         for i, region in enumerate(spec.regions):
             win = snap_box(region.box, lw, lh, latent_multiple)
-            sides = (win.top > 0, win.top + win.height < lh, win.left > 0, win.left + win.width < lw)
+            drawn = snap_box(region.box, lw, lh, 1)
             layers.append(Layer(
-                len(layers), LayerKind.REGION, win,
-                feather_weights(win.height, win.width, region.feather, sides),
-                (bool(region.source), bool(region.target)), i, region.kind))
+                len(layers), LayerKind.REGION, win, box_weights(win, drawn, region.feather, lh, lw),
+                (bool(region.source), bool(region.target)), i, region.kind, drawn))
         total_start = None
         if total_region and spec.regions:
             edits_objects = any(k in (RegionKind.ADDITION, RegionKind.REMOVAL) for k in spec.kinds)
@@ -144,6 +167,9 @@ class Layout:
                 total_start = 1.0 - frac
                 layers.append(Layer(len(layers), LayerKind.TOTAL, full, torch.ones(lh, lw), (True, True)))
         return cls(lh, lw, layers, total_start)
+
+    def describe(self) -> list[dict]:
+        return [layer.describe() for layer in self.layers]
 
     @cached_property
     def total(self) -> Layer | None:

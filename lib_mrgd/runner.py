@@ -83,7 +83,7 @@ def _prepare(spec, pipeline, method: str, max_batch: int | None, inversion=None)
             return found or list(spec.regions[region].keywords)
 
         guidance = Guidance(spec, layout, lambda z: pipeline.decode_tensor(z, clamp=False),
-                            pipeline.get_segmenter(), keywords)
+                            pipeline.get_segmenter(), keywords, pipeline.vae_scale)
     return _Run(spec, layout, fusion, controller, guidance, warnings, encode_s, inversion, dict(cond.contexts))
 
 
@@ -154,6 +154,7 @@ def run_edit(spec, pipeline, method: str = "mrgd", progress: bool = True,
         "model": pipeline.name,
         "seed": run.spec.seed,
         "kinds": [k.value for k in run.spec.kinds],
+        "layout": run.layout.describe(),
         "unet_calls_per_step": len(calls),
         "unet_rows_per_step": sum(len(c) for c in calls),
         "timings": {

@@ -179,9 +179,11 @@ class Options:
     """Method switches and hyper-parameters. Defaults follow DESIGN.md and the paper.
 
     Fractions of steps count from the start of sampling (0 = first step, 1 = the end).
-    Injection pairs are ``[cross, self]``: the fraction of steps, from the start, during which the
-    source's cross- and self-attention maps are handed to the target. Self-attention is handed
-    over only on maps downsampled at least ``self_replace_factor`` times (16x16 of a 64x64 latent).
+    Injection pairs are ``[cross, self]``: the fraction of a layer's steps, from the step it joins
+    (the first step; r_total's first step late in sampling), during which the source's cross- and
+    self-attention maps are handed to the target. Self-attention is handed over only on maps of at
+    most (latent side / ``self_replace_factor``)^2 query pixels (16x16 at 512x512), wherever the
+    crop is.
     ``img2img_inversion``: in WebUI img2img, start from the multi-region null-text inversion of the
     init image (DDIM samplers) instead of noising it.
     """
@@ -302,7 +304,14 @@ def _version(value: Any, path: str) -> int:
 @dataclass
 class EditSpec:
     """A whole edit. ``seed`` -1 means "pick one"; :meth:`resolved` fixes it. ``enabled`` false
-    makes the WebUI skip the edit (a spec sent through the API switches the script on)."""
+    makes the WebUI skip the edit (a spec sent through the API switches the script on).
+
+    ``common`` (``common_negative``) is prepended to every layer's prompt (negative prompt): r_bg,
+    each region in both images, r_total, as the authors' code prepends the WebUI's main prompt, so
+    quality tags and style reach every region. ``main_prompt_common`` says where the WebUI puts
+    its main prompt: into ``common`` (true) or into ``background`` (false); the standalone runner
+    ignores it.
+    """
 
     version: int = _opt(SPEC_VERSION, _version)
     enabled: bool = _opt(True, _bool)
@@ -314,6 +323,9 @@ class EditSpec:
     sampler: str = _opt("DDIM", _str(64, nonempty=True))
     background: str = _opt("", _str())
     negative: str = _opt("", _str())
+    common: str = _opt("", _str())
+    common_negative: str = _opt("", _str())
+    main_prompt_common: bool = _opt(True, _bool)
     regions: list[Region] = _opt([], _regions)
     options: Options = field(default_factory=Options, metadata={"check": _options})
 
@@ -338,6 +350,8 @@ class EditSpec:
             "version": self.version, "enabled": self.enabled, "width": self.width, "height": self.height,
             "seed": self.seed, "steps": self.steps, "cfg_scale": self.cfg_scale,
             "sampler": self.sampler, "background": self.background, "negative": self.negative,
+            "common": self.common, "common_negative": self.common_negative,
+            "main_prompt_common": self.main_prompt_common,
             "regions": [r.to_dict() for r in self.regions], "options": self.options.to_dict(),
         }
 

@@ -79,8 +79,46 @@ def test_the_infotext_field_restores_the_spec(tiny, script):
     value = json.loads(line.split("MRGD: ", 1)[1].split(", MRGD image")[0])  # quoted JSON, as the host writes it
     restored = json.loads(value)
     assert [r["target"] for r in restored["regions"]] == ["a girl in a blue sweater", "a dog"]
-    assert "background" not in restored and "seed" not in restored  # the host's own fields carry those
+    assert "common" not in restored and "seed" not in restored  # the host's own fields carry those
+    assert restored["main_prompt_common"] is True and restored["background"] == ""
     assert restored["options"]["lambda_rs"] == 1000.0
+
+
+def _mrgd_json(processed) -> dict:
+    line = processed.infotexts[0].splitlines()[-1]
+    return json.loads(json.loads(line.split("MRGD: ", 1)[1].split(", MRGD image")[0]))
+
+
+def test_main_prompt_goes_to_common_or_to_background(tiny, script, monkeypatch):
+    from lib_mrgd import conditioning
+    from lib_mrgd.webui import session
+
+    seen = []
+
+    def spy(prompts, model):
+        seen.append(dict(prompts))
+        return conditioning.encode_layers(prompts, model)
+
+    monkeypatch.setattr(session, "encode_layers", spy)
+    on = {**SPEC, "background": "a sofa"}
+    p, processed = txt2img(script, on, **FIELDS)
+    prompts = seen[-1]
+    # every layer starts with the main prompt; the background layer adds the panel's Background
+    assert prompts[(0, 0, session.Branch.COND)] == "a living room, best quality, a sofa"
+    assert prompts[(1, 1, session.Branch.COND)] == "a living room, best quality, a girl in a blue sweater"
+    assert prompts[(1, 1, session.Branch.UNCOND)] == "blurry"
+    assert (p.prompt, p.negative_prompt) == (FIELDS["prompt"], FIELDS["negative_prompt"])
+    restored = _mrgd_json(processed)
+    assert restored["background"] == "a sofa" and "common" not in restored
+
+    off = {**SPEC, "background": "ignored", "main_prompt_common": False}
+    p, processed = txt2img(script, off, **FIELDS)
+    prompts = seen[-1]
+    assert prompts[(0, 0, session.Branch.COND)] == "a living room, best quality"  # the main prompt is r_bg
+    assert prompts[(1, 1, session.Branch.COND)] == "a girl in a blue sweater"
+    restored = _mrgd_json(processed)
+    assert restored["main_prompt_common"] is False and "background" not in restored
+    assert restored["common"] == ""
 
 
 def test_api_argument_as_dict_and_as_json_string_give_the_same_pair(tiny, script):

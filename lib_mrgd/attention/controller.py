@@ -5,8 +5,10 @@ layout; each attention layer then asks whether it has work. Work is, per layer k
 
 - cross-attention edit: the target's conditional row inherits the source's maps through a word
   swap or refine mapper, weighted 1 -> 0 linearly over the layer kind's window;
-- self-attention edit: on maps at 1/4 of the crop side or smaller, the target row uses the
-  source's attention pattern, ``softmax(q_S k_S^T) v_T``, inside its window;
+- self-attention edit: on maps of at most (latent side / ``self_replace_factor``)^2 query pixels
+  of the *full image* (16x16 at 512^2, as the authors' code counts them, so the half-resolution
+  maps of a small crop count too), the target row uses the source's attention pattern,
+  ``softmax(q_S k_S^T) v_T``, inside its window;
 - keyword capture: r_total's conditional cross-attention maps at 1/4 of the latent side,
   averaged over layers, heads and steps, for entropy keyword selection;
 - KSSA: in r_total's rows, cross-attention marks the half of the pixels most attended by the
@@ -40,9 +42,15 @@ class PairPlan:
     """How a layer's target inherits from its source."""
 
     layer: int
-    cross: float  # fraction of steps with cross-attention injection
-    self_: float  # fraction of steps with self-attention injection
+    cross: float  # fraction of the layer's life with cross-attention injection
+    self_: float  # fraction of the layer's life with self-attention injection
     mapper: Mapper
+    start: float = 0.0  # sampling progress at which the layer joins (r_total: late)
+
+    def life(self, progress: float) -> float:
+        """Progress counted from the step the layer joins, as the authors' per-controller step
+        counter does: r_total's windows cover the first part of *its* steps."""
+        return max(0.0, progress - self.start) / (1.0 - self.start) if self.start < 1 else 0.0
 
 
 @dataclass
@@ -89,11 +97,12 @@ def _size_at(height: int, width: int, level: int) -> tuple[int, int]:
 
 
 class EditController:
-    def __init__(self, layout: Layout, plans: dict[int, PairPlan], self_level: int = 2,
+    def __init__(self, layout: Layout, plans: dict[int, PairPlan], self_tokens: int | None = None,
                  keywords: KeywordPlan | None = None):
         self.layout = layout
         self.plans = plans
-        self.self_level = self_level
+        # self-attention edits act on maps of at most this many query pixels (default: 16x16 at 512^2)
+        self.self_tokens = self_tokens or layout.latent_h * layout.latent_w // 16
         self.kw = keywords
         self.progress: float | None = None
         self.batch: BatchLayout | None = None
@@ -147,7 +156,7 @@ class EditController:
         if site.kind == "cross":
             return bool(plan.cross or (plan.capture and level == KEYWORD_LEVEL)
                         or (plan.kssa_mark and site.block in self.kw.kssa_blocks))
-        return bool((plan.self_ and level >= self.self_level) or self._kssa_marks_for(site, x.shape[1]))
+        return bool((plan.self_ and x.shape[1] <= self.self_tokens) or self._kssa_marks_for(site, x.shape[1]))
 
     def attend(self, site: Site, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         plan = self._plan
@@ -162,7 +171,7 @@ class EditController:
                         for row in rows:
                             k[row, :, marks[image]] *= self.kw.kssa_factor
             out = sdpa(site, q, k, v)
-            if level >= self.self_level:
+            if x.shape[1] <= self.self_tokens:
                 for s, t in plan.self_:
                     # source and target in one call, so identical rows stay bit-identical
                     out[[s, t]] = sdpa(site, q[[s, s]], k[[s, s]], v[[s, t]])
@@ -192,9 +201,10 @@ class EditController:
             s, t = index.get((layer, SOURCE, Branch.COND)), index.get((layer, TARGET, Branch.COND))
             if s is None or t is None:
                 continue
-            if p < pp.cross:
-                plan.cross.append((s, t, 1.0 - p / pp.cross, pp.mapper))
-            if p < pp.self_:
+            life = pp.life(p) + 1e-9  # a window's end is exclusive, whatever the rounding of progress
+            if life < pp.cross:
+                plan.cross.append((s, t, 1.0 - life / pp.cross, pp.mapper))
+            if life < pp.self_:
                 plan.self_.append((s, t))
         kw = self.kw
         if kw is not None:
@@ -318,7 +328,8 @@ def build_controller(spec: EditSpec, layout: Layout, cond: Conditioning, model: 
         if layer.region_kind == RegionKind.ATTRIBUTE and mapper.mode != "swap":
             warnings.append(f"regions[{layer.region}]: source and target prompts have different token "
                             "counts; word swap fell back to refine alignment")
-        plans[layer.index] = PairPlan(layer.index, cross, self_, mapper)
+        start = layout.total_start if layer.kind == LayerKind.TOTAL else 0.0
+        plans[layer.index] = PairPlan(layer.index, cross, self_, mapper, start)
 
     kw_plan = None
     total = layout.total
@@ -336,5 +347,5 @@ def build_controller(spec: EditSpec, layout: Layout, cond: Conditioning, model: 
             user={i: list(r.keywords) for i, r in enumerate(spec.regions)},
             select=o.keyword_selection and o.keyword_count > 0 and bool(o.keyword_steps),
             kssa_factor=o.kssa_factor if o.kssa else 1.0, kssa_blocks=tuple(o.kssa_blocks))
-    level = max(0, round(math.log2(max(o.self_replace_factor, 1))))
-    return EditController(layout, plans, self_level=level, keywords=kw_plan), warnings
+    self_tokens = max(1, layout.latent_h * layout.latent_w // o.self_replace_factor**2)
+    return EditController(layout, plans, self_tokens, keywords=kw_plan), warnings

@@ -1,7 +1,12 @@
 """The guidance step: decode the fused x0 of source and target, segment each region's keywords
 with CLIPSeg, and move x0 down the gradient of the weighted losses:
 
-    x0 <- x0 - ((1 - abar_t) / sqrt(abar_t)) * dL/dx0
+    x0 <- x0 - ((1 - abar_t) / sqrt(abar_t)) * dL/du,   u = x0 / s
+
+with ``s`` the VAE's latent scale (0.18215 for SD1) and RGB in [-1, 1] in the IP term: the
+variable and range the authors' code differentiates, so the paper's lambda give the paper's step
+sizes. Relative to differentiating by x0 with RGB in [0, 1], this scales the CLIPSeg terms' step
+(RS, IS) by s, the latent IP term's by 1/s and the RGB IP term's by 4s.
 
 The same correction serves samplers that return eps (DDIM) and those that return x0 (k-diffusion):
 the output is turned into x0, corrected, and turned back.
@@ -67,14 +72,20 @@ class _Query:
 
 class Guidance:
     def __init__(self, spec: EditSpec, layout: Layout, decode: Callable[[torch.Tensor], torch.Tensor],
-                 segmenter: Segmenter, keywords: Callable[[int, int], list[str]]):
+                 segmenter: Segmenter, keywords: Callable[[int, int], list[str]], latent_scale: float):
         self.spec, self.o = spec, spec.options
         self.decode = decode  # latents -> images in [0, 1] (unclamped), differentiable
         self.segmenter = segmenter
         self.keywords = keywords
+        self.latent_scale = latent_scale  # the VAE's scale: x0 = s * (VAE latent)
         h, w = layout.latent_h, layout.latent_w
         self.latent_size = (h, w)
         self.boxes = [box_mask(r.box, h, w) for r in spec.regions]
+        # r_bg in IS: CLIPSeg's mask of the background prompt, as the authors segment r_bg like
+        # every region; without a background prompt there is nothing to query, so the image
+        # outside every box stands for it
+        self.background_query = spec.background
+        self.outside_boxes = 1 - torch.stack(self.boxes).amax(0) if self.boxes else torch.ones(h, w)
         edited = [b for r, b in zip(spec.regions, self.boxes) if r.kind in EDITED]
         self.inherent = 1 - torch.stack(edited).amax(0) if edited else torch.ones(h, w)
         kinds = {r.kind for r in spec.regions if r.kind in EDITED}
@@ -96,34 +107,46 @@ class Guidance:
         o, dev = self.o, x0.device
         z = x0 if o.guidance_decode_scale >= 1 else F.interpolate(
             x0, scale_factor=o.guidance_decode_scale, mode="bilinear", align_corners=False)
+        # IS over r_bg and the regions present in both images (the paper's region set)
+        with_is = progress >= o.is_start - 1e-9 and len(self.both) >= 1
+        rows = [q.image for q in self.queries]
+        texts = [self._query_text(q) for q in self.queries]
+        if with_is and self.background_query:
+            rows, texts = rows + [SOURCE, TARGET], texts + [self.background_query] * 2
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
             images = self.decode(z).float()
-            masks = self.segmenter.masks(images, [q.image for q in self.queries],
-                                         [self._query_text(q) for q in self.queries], self.latent_size).float()
+            masks = self.segmenter.masks(images, rows, texts, self.latent_size).float()
+        n = len(self.queries)
+        regions, background = masks[:n], masks[n:]
         boxes = torch.stack([self.boxes[q.region] for q in self.queries]).to(dev)
         zero = x0.new_zeros(())
-        rs = o.lambda_rs * region_specific(masks, boxes)
+        rs = o.lambda_rs * region_specific(regions, boxes)
         is_ = zero
-        if progress >= o.is_start - 1e-9 and len(self.both) >= 2:
+        if with_is:
             pos = {(q.image, q.region): k for k, q in enumerate(self.queries)}
-            src = masks[[pos[(SOURCE, r)] for r in self.both]]
-            tgt = masks[[pos[(TARGET, r)] for r in self.both]]
+            if not len(background):
+                background = self.outside_boxes.to(dev).expand(2, *self.latent_size)
+            src = torch.cat([background[:1], regions[[pos[(SOURCE, r)] for r in self.both]]])
+            tgt = torch.cat([background[1:], regions[[pos[(TARGET, r)] for r in self.both]]])
             is_ = o.lambda_is * inter_image_similarity(src, tgt, o.nce_temperature)
         ip = zero
         if progress >= o.ip_start - 1e-9:
             lam = o.lambda_ip if progress < 0.5 else o.lambda_ip / 2
             lat_mask = self.inherent.to(dev)
             img_mask = F.interpolate(lat_mask[None, None], size=images.shape[-2:], mode="nearest")[0]
-            ip = lam * inherent_preservation(images[0], images[1], img_mask, x0[0], x0[1], lat_mask)
+            rgb = images * 2 - 1
+            u = x0 / self.latent_scale
+            ip = lam * inherent_preservation(rgb[0], rgb[1], img_mask, u[0], u[1], lat_mask)
         return {"rs": rs, "is": is_, "ip": ip, "total": rs + is_ + ip}
 
     def correct(self, x: torch.Tensor, out: torch.Tensor, step: int, progress: float, alpha_bar: float,
                 space: str) -> torch.Tensor:
         """The guided denoiser output for latents ``x`` (rows: source, target)."""
         with torch.enable_grad():
-            x0 = to_x0(out, x, alpha_bar, space).detach().float().requires_grad_(True)
-            before = self.losses(x0, progress)
-            (grad,) = torch.autograd.grad(before["total"], x0)
+            x0 = to_x0(out, x, alpha_bar, space).detach().float()
+            u = (x0 / self.latent_scale).requires_grad_(True)  # the variable the lambda are calibrated for
+            before = self.losses(u * self.latent_scale, progress)
+            (grad,) = torch.autograd.grad(before["total"], u)
         if not self.move_source:
             grad[SOURCE] = 0
         guided = correct(out, alpha_bar, grad.to(out.dtype), space)
@@ -131,7 +154,7 @@ class Guidance:
             after = self.losses(to_x0(guided.float(), x.float(), alpha_bar, space), progress)
         self.records.append({
             "step": step, "progress": round(progress, 4),
-            "before": {k: float(v) for k, v in before.items()},
+            "before": {k: float(v.detach()) for k, v in before.items()},
             "after": {k: float(v) for k, v in after.items()},
         })
         return guided

@@ -34,7 +34,9 @@ from .patches import Patches
 log = logging.getLogger("mrgd")
 INFOTEXT_KEY = "MRGD"
 IMAGE_KEY = "MRGD image"
-HOST_FIELDS = ("width", "height", "seed", "steps", "cfg_scale", "sampler", "background", "negative")
+HOST_FIELDS = ("width", "height", "seed", "steps", "cfg_scale", "sampler")
+# where the main prompt and negative go: spec.main_prompt_common true -> common, false -> background
+MAIN_PROMPT_FIELDS = {True: ("common", "common_negative"), False: ("background", "negative")}
 
 
 @dataclass
@@ -63,16 +65,21 @@ def read_argument(arg: Any) -> dict | None:
 
 
 def host_spec(data: dict, p, max_regions: int) -> EditSpec:
-    """The spec with the WebUI's own fields filled in (they win over the spec's)."""
+    """The spec with the WebUI's own fields filled in (they win over the spec's). The main
+    prompt and negative become ``common``/``common_negative`` (every layer's prefix) or, with
+    ``main_prompt_common`` false, ``background``/``negative``."""
     from modules import processing
 
     prompt = p.prompt if isinstance(p.prompt, str) else p.prompt[0]
     negative = p.negative_prompt if isinstance(p.negative_prompt, str) else p.negative_prompt[0]
     seed = p.seed[0] if isinstance(p.seed, list) else p.seed
     merged = {**data, "width": p.width, "height": p.height, "seed": int(processing.get_fixed_seed(seed)),
-              "steps": p.steps, "cfg_scale": float(max(p.cfg_scale, 1.0)), "sampler": p.sampler_name or "DDIM",
-              "background": prompt or "", "negative": negative or ""}
+              "steps": p.steps, "cfg_scale": float(max(p.cfg_scale, 1.0)), "sampler": p.sampler_name or "DDIM"}
     merged.pop("enabled", None)
+    mode = merged.get("main_prompt_common", True)
+    if isinstance(mode, bool):  # anything else is refused by the spec check below
+        main, main_negative = MAIN_PROMPT_FIELDS[mode]
+        merged.update({main: prompt or "", main_negative: negative or ""})
     spec = EditSpec.from_dict(merged)
     if len(spec.regions) > max_regions:
         raise SpecError("regions", f"at most {max_regions} regions (the MRGD maximum-regions setting)")
@@ -97,8 +104,9 @@ def begin(p, arg: Any, max_regions: int = 16) -> Session | None:
         session.warnings.append("batch count forced to 1: one run makes one source/target pair")
     # both images share the prompts, so they stay strings (an empty hires prompt copies the prompt,
     # and the host's comment stripping expects a string there); the seed list makes the pair
-    p.prompt = spec.background
-    p.negative_prompt = spec.negative
+    main, main_negative = MAIN_PROMPT_FIELDS[spec.main_prompt_common]
+    p.prompt = getattr(spec, main)
+    p.negative_prompt = getattr(spec, main_negative)
     p.seed = [spec.seed, spec.seed]
     subseed = p.subseed[0] if isinstance(p.subseed, list) else p.subseed
     from modules import processing
@@ -119,7 +127,7 @@ def begin(p, arg: Any, max_regions: int = 16) -> Session | None:
 def infotext_value(spec: EditSpec) -> str:
     """The spec without the fields the infotext already carries, as one compact JSON."""
     data = spec.to_dict()
-    for key in (*HOST_FIELDS, "enabled"):
+    for key in (*HOST_FIELDS, *MAIN_PROMPT_FIELDS[spec.main_prompt_common], "enabled"):
         data.pop(key, None)
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
@@ -190,7 +198,7 @@ class Runtime:
                 return found or list(spec.regions[region].keywords)
 
             self.guidance = Guidance(spec, self.layout, host.decode_for_guidance(self.sd_model),
-                                     guidance_segmenter(), keywords)
+                                     guidance_segmenter(), keywords, float(self.sd_model.scale_factor))
         self.spec = spec
         self.base_contexts = dict(cond.contexts)
         self.tuned = None  # img2img: the init image's inversion (start noise, tuned negatives)
