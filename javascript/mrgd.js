@@ -63,6 +63,7 @@
             this.spec = this.blank();
             this.selected = -1;
             this.lastSeen = "";
+            this.lastImport = "";
             this.drag = null;
             this.build();
             this.render();
@@ -70,7 +71,8 @@
         }
 
         blank() {
-            return {version: 1, enabled: false, regions: [], options: JSON.parse(JSON.stringify(this.defaults))};
+            return {version: 1, enabled: false, main_prompt_common: true, background: "", regions: [],
+                options: JSON.parse(JSON.stringify(this.defaults))};
         }
 
         field() {
@@ -83,6 +85,19 @@
             this.enable = el("input", {type: "checkbox", class: "mrgd-enable"});
             this.enable.addEventListener("change", () => {
                 this.spec.enabled = this.enable.checked;
+                this.write();
+            });
+            // the main prompt: every region's prefix (the authors' way), or the background layer's prompt
+            this.common = el("input", {type: "checkbox", class: "mrgd-common"});
+            this.background = el("input", {type: "text", class: "mrgd-background",
+                placeholder: "background prompt (r_bg; after the main prompt)"});
+            this.common.addEventListener("change", () => {
+                this.spec.main_prompt_common = this.common.checked;
+                this.render();
+                this.write();
+            });
+            this.background.addEventListener("input", () => {
+                this.spec.background = this.background.value;
                 this.write();
             });
             this.canvas = el("div", {class: "mrgd-canvas", tabindex: "0", title: "drag to draw a box"});
@@ -116,6 +131,11 @@
                         this.selected = -1;
                         this.changed();
                     }),
+                ]),
+                el("div", {class: "mrgd-row mrgd-prompts"}, [
+                    el("label", {class: "mrgd-common-label", title: "on: the main prompt (and negative) is prepended to every region's prompts and the Background field is r_bg's own prompt; off: the main prompt is the background prompt"},
+                        [this.common, el("span", {text: " main prompt applies to every region"})]),
+                    this.background,
                 ]),
                 el("div", {class: "mrgd-stage"}, [this.canvas]),
                 this.list,
@@ -179,6 +199,9 @@
                 this.canvas.style.backgroundImage = img && img.src ? `url("${img.src}")` : "";
             }
             this.enable.checked = this.spec.enabled !== false;
+            this.common.checked = this.spec.main_prompt_common !== false;
+            this.background.value = this.spec.background || "";
+            this.background.style.display = this.common.checked ? "" : "none";
             this.canvas.querySelectorAll(".mrgd-box").forEach((b) => b.remove());
             this.spec.regions.forEach((r, i) => this.canvas.appendChild(this.boxElement(r, i)));
             this.renderList();
@@ -365,7 +388,9 @@
             if (typeof updateInput === "function") updateInput(field);
         }
 
-        load(text) {
+        // pasted: the text came from an infotext; one written before the common prompt existed
+        // (no main_prompt_common) had the main prompt as its background
+        load(text, pasted = false) {
             if (!text || !text.trim()) {
                 this.spec = this.blank();
             } else {
@@ -377,8 +402,10 @@
                     return false;
                 }
                 if (typeof data === "string") data = JSON.parse(data); // an infotext value quoted twice
+                let common = data.main_prompt_common;
+                if (typeof common !== "boolean") common = pasted ? false : this.spec.main_prompt_common !== false;
                 this.spec = {
-                    ...data, version: data.version || 1, enabled: data.enabled !== false,
+                    ...data, version: data.version || 1, enabled: data.enabled !== false, main_prompt_common: common,
                     regions: (data.regions || []).map((r) => ({source: "", target: "", keywords: [], feather: 0.2, negative: "", ...r})),
                     options: {...JSON.parse(JSON.stringify(this.defaults)), ...(data.options || {})},
                 };
@@ -393,7 +420,14 @@
             const field = this.field();
             if (field && field.value !== this.lastSeen) {
                 this.lastSeen = field.value;
-                this.load(field.value);
+                // written back normalised, so Python reads what the panel shows (e.g. a 0.1 infotext's
+                // main prompt as the background)
+                if (this.load(field.value, true) && field.value.trim()) this.write();
+            }
+            const imported = app().querySelector(`#${this.tab}_mrgd_import_result textarea`);
+            if (imported && imported.value && imported.value !== this.lastImport) {
+                this.lastImport = imported.value;
+                this.applyImport(JSON.parse(imported.value));
             }
             if (!this.drag) {
                 const [w, h] = this.size();
@@ -406,13 +440,58 @@
             const [w, h] = this.size();
             const prompt = app().querySelector(`#${this.tab}_prompt textarea`);
             const negative = app().querySelector(`#${this.tab}_neg_prompt textarea`);
-            const full = {version: 1, width: w, height: h, background: prompt ? prompt.value : "",
-                negative: negative ? negative.value : "", ...spec};
+            // the WebUI's main prompt goes where Generate would put it
+            const main = spec.main_prompt_common !== false ? ["common", "common_negative"] : ["background", "negative"];
+            const full = {version: 1, width: w, height: h, ...spec,
+                [main[0]]: prompt ? prompt.value : "", [main[1]]: negative ? negative.value : ""};
             this.io.value = JSON.stringify(full, null, 2);
         }
 
         importSpec() {
-            if (this.load(this.io.value)) this.write();
+            const text = this.io.value;
+            let data = null;
+            try {
+                data = JSON.parse(text);
+            } catch (err) {
+                data = null;
+            }
+            if (data && typeof data === "object" && !data.bbox_controls) {
+                if (this.load(text)) this.write(); // an mrgd spec
+                return;
+            }
+            // a Tiled Diffusion / MRGD-authors region file or an infotext: the Python importer reads it
+            const input = app().querySelector(`#${this.tab}_mrgd_import textarea`);
+            const run = app().querySelector(`#${this.tab}_mrgd_import_run`);
+            if (!input || !run) {
+                this.ioError.textContent = "not an mrgd spec, and the importer is not available here";
+                return;
+            }
+            this.ioError.textContent = "importing…";
+            input.value = text;
+            updateInput(input);
+            run.click();
+        }
+
+        // the importer's answer: the spec, whose main prompt, size, seed, steps and CFG go into the
+        // WebUI's own fields (Generate takes them from there)
+        applyImport(answer) {
+            if (answer.error) {
+                this.ioError.textContent = answer.error;
+                return;
+            }
+            const spec = answer.spec;
+            const set = (name, value) => {
+                const node = app().querySelector(`#${this.tab}_${name} textarea, #${this.tab}_${name} input[type=number]`);
+                if (!node || value === undefined) return;
+                node.value = String(value);
+                updateInput(node);
+            };
+            set("prompt", spec.common);
+            set("neg_prompt", spec.common_negative);
+            for (const key of ["width", "height", "seed", "steps", "cfg_scale"]) set(key, spec[key]);
+            this.load(JSON.stringify({...spec, enabled: true}));
+            this.write();
+            this.ioError.textContent = (answer.warnings || []).join("\n");
         }
     }
 

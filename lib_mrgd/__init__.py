@@ -12,6 +12,7 @@ The public Python API::
 from __future__ import annotations
 
 from .backends.pipeline import ModelError
+from .importer import RegionImportWarning, import_spec
 from .inversion import Inversion, InversionError, invert
 from .runner import METHODS, EditResult, run_edit
 from .spec import EditSpec, Options, Region, RegionKind, SpecError, load_spec
@@ -30,5 +31,5 @@ def load_pipeline(name_or_path: str, device=None, dtype=None, clipseg: str | Non
 
 
 __all__ = ["METHODS", "EditResult", "EditSpec", "Inversion", "InversionError", "ModelError",
-           "Options", "Region", "RegionKind", "SpecError", "__version__", "invert", "load_pipeline", "load_spec",
-           "run_edit"]
+           "Options", "Region", "RegionImportWarning", "RegionKind", "SpecError", "__version__", "import_spec",
+           "invert", "load_pipeline", "load_spec", "run_edit"]

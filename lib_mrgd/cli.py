@@ -75,12 +75,20 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default=None)
     ev.add_argument("--dtype", default=None)
     ev.add_argument("--clipseg", default=None, help="as for edit")
+    ev.add_argument("--ssim-e-margin", type=float, default=None,
+                    help="SSIM-e band: each edited box dilated by this fraction of the shorter side (default 0.1)")
+    ev.add_argument("--ssim-e-include-box", action="store_true",
+                    help="SSIM-e over the dilated boxes whole, the edited boxes included (default: the band only)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
 
     mg = sub.add_parser("eval-merge", help="merge eval shard folders into one table and report")
     mg.add_argument("shards", nargs="+", help="the --out folders of the shards")
     mg.add_argument("--set", required=True, help="the set the shards ran")
     mg.add_argument("--out", required=True, help="output folder")
+
+    im = sub.add_parser("import", help="convert a Tiled Diffusion / MRGD-authors region file or infotext to a spec")
+    im.add_argument("file", help="region JSON (bbox_controls), an infotext .txt, or a PNG with an infotext")
+    im.add_argument("--out", required=True, help="the spec JSON to write")
 
     kw = sub.add_parser("keywords", help="print each region's keywords selected by attention entropy")
     kw.add_argument("spec", help="edit spec: a JSON file (or a JSON string)")
@@ -210,7 +218,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         except ModelError as exc:
             clip, reason = None, str(exc)
             print(f"warning: CLIP score skipped: {exc}", file=sys.stderr)
-    rows = ev.run(edits, pipeline, methods, out, clip, resume=args.resume, shard=shard, progress=not args.quiet)
+    margin = ev.BAND_MARGIN if args.ssim_e_margin is None else args.ssim_e_margin
+    if not 0 <= margin <= 1:
+        raise UsageError(f"--ssim-e-margin: must be in [0, 1], got {margin:g}")
+    rows = ev.run(edits, pipeline, methods, out, clip, resume=args.resume, shard=shard, progress=not args.quiet,
+                  ssim_e_margin=margin, ssim_e_include_box=args.ssim_e_include_box)
     ev.write_outputs(out, rows, edits, methods, ev.clip_note(clip, reason))
     print(f"wrote {out / 'metrics.csv'} ({len(rows)} rows), {out / 'table.md'}, {out / 'report.html'}")
     print((out / "table.md").read_text())
@@ -225,6 +237,22 @@ def cmd_eval_merge(args: argparse.Namespace) -> int:
     rows = ev.merge([Path(s) for s in args.shards], out, edits)
     print(f"merged {len(args.shards)} shards into {out} ({len(rows)} rows)")
     print((out / "table.md").read_text())
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .importer import import_spec
+
+    notes: list[str] = []
+    spec = import_spec(Path(args.file), warnings=notes)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    out = Path(args.out)
+    if out.parent != Path("") and not out.parent.is_dir():
+        raise UsageError(f"--out: folder not found: {out.parent}")
+    spec.save(out)
+    kinds = ", ".join(k.value for k in spec.kinds) or "no regions"
+    print(f"wrote {out}: {len(spec.regions)} regions ({kinds})")
     return EXIT_OK
 
 
@@ -272,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         commands = {"edit": cmd_edit, "invert": cmd_invert, "keywords": cmd_keywords, "eval": cmd_eval,
-                    "eval-merge": cmd_eval_merge}
+                    "eval-merge": cmd_eval_merge, "import": cmd_import}
         return commands[args.command](args)
     except (UsageError, SpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)

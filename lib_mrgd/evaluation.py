@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .metrics import EDITED, ClipScorer, pair_metrics
+from .importer import import_spec
+from .metrics import BAND_MARGIN, EDITED, ClipScorer, pair_metrics
 from .spec import EditSpec, RegionKind, SpecError, load_spec
 
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -50,13 +51,14 @@ def load_set(folder: str | Path) -> list[Edit]:
     if not folder.is_dir():
         raise SpecError("set", f"not a folder: {folder}")
     edits = []
-    for path in sorted(folder.glob("*.json")):
+    # mrgd specs, region files of Tiled Diffusion and the authors (*.json), infotexts (*.txt)
+    for path in sorted([*folder.glob("*.json"), *folder.glob("*.txt")]):
         try:
-            edits.append(Edit(path.stem, load_spec(path)))
+            edits.append(Edit(path.stem, import_spec(path)))
         except SpecError as exc:
             raise SpecError(f"{path.name}: {exc.path}", exc.reason) from None
     if not edits:
-        raise SpecError("set", f"no edit specs (*.json) in {folder}")
+        raise SpecError("set", f"no edit specs (*.json, *.txt) in {folder}")
     return edits
 
 
@@ -92,7 +94,8 @@ def _fmt(value) -> str:
 
 
 def run(edits: Sequence[Edit], pipeline, methods: Sequence[str], out: Path, clip: ClipScorer | None,
-        resume: bool = False, shard: tuple[int, int] = (1, 1), progress: bool = True) -> list[dict]:
+        resume: bool = False, shard: tuple[int, int] = (1, 1), progress: bool = True,
+        ssim_e_margin: float = BAND_MARGIN, ssim_e_include_box: bool = False) -> list[dict]:
     """Run and score every (edit, method) of this shard; returns all rows of ``out``."""
     from tqdm.auto import tqdm
 
@@ -122,7 +125,7 @@ def run(edits: Sequence[Edit], pipeline, methods: Sequence[str], out: Path, clip
             folder.mkdir(parents=True, exist_ok=True)
             result.source.save(folder / f"{method}-source.png")
             result.target.save(folder / f"{method}-target.png")
-            scores = pair_metrics(result.spec, result.source, result.target, clip)
+            scores = pair_metrics(result.spec, result.source, result.target, clip, ssim_e_margin, ssim_e_include_box)
             writer.writerow({"edit": edit.id, "task": edit.task, "method": method, "seed": result.spec.seed,
                              **{k: _fmt(v) for k, v in scores.items()}, "seconds": f"{seconds:.2f}"})
             f.flush()

@@ -8,7 +8,8 @@ that are added, removed or changed:
   background prompt (the box should now show background). Averaged over edited boxes.
 - **SSIM-e**: SSIM of I^S and I^T over the band around the edited boxes: each box dilated by
   ``margin`` (a fraction of the shorter image side, 0.1 by default: 51 px at 512) minus all edited
-  boxes. It shows interference that leaks out of an edit.
+  boxes. It shows interference that leaks out of an edit. ``include_box`` keeps the boxes in the
+  area (the dilated boxes whole), a reading that also counts the edit itself and so scores lower.
 - **SSIM-i**: SSIM of I^S and I^T over the inherent area: the image minus the edited boxes
   (background and kept regions). It shows how well the rest is preserved.
 
@@ -60,13 +61,14 @@ def edited_mask(boxes: Sequence[Sequence[float]], width: int, height: int) -> np
     return mask
 
 
-def band_mask(boxes: Sequence[Sequence[float]], width: int, height: int, margin: float = BAND_MARGIN) -> np.ndarray:
+def band_mask(boxes: Sequence[Sequence[float]], width: int, height: int, margin: float = BAND_MARGIN,
+              include_box: bool = False) -> np.ndarray:
     pad = int(round(margin * min(width, height)))
     band = np.zeros((height, width), bool)
     for box in boxes:
         x0, y0, x1, y1 = box_pixels(box, width, height)
         band[max(0, y0 - pad):min(height, y1 + pad), max(0, x0 - pad):min(width, x1 + pad)] = True
-    return band & ~edited_mask(boxes, width, height)
+    return band if include_box else band & ~edited_mask(boxes, width, height)
 
 
 def edited_boxes(spec: EditSpec) -> list[list[float]]:
@@ -79,13 +81,13 @@ def _masked_mean(values: np.ndarray, mask: np.ndarray) -> float | None:
 
 
 def pair_metrics(spec: EditSpec, source: Image.Image, target: Image.Image, clip: "ClipScorer | None" = None,
-                 margin: float = BAND_MARGIN) -> dict[str, float | None]:
+                 margin: float = BAND_MARGIN, include_box: bool = False) -> dict[str, float | None]:
     """CLIP score, SSIM-e and SSIM-i of one source/target pair (CLIP None without a scorer)."""
     smap = ssim_map(source, target)
     boxes = edited_boxes(spec)
     return {
         "clip": clip.clip_score(spec, target) if clip is not None else None,
-        "ssim_e": _masked_mean(smap, band_mask(boxes, source.width, source.height, margin)),
+        "ssim_e": _masked_mean(smap, band_mask(boxes, source.width, source.height, margin, include_box)),
         "ssim_i": _masked_mean(smap, ~edited_mask(boxes, source.width, source.height)),
     }
 

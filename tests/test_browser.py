@@ -50,6 +50,8 @@ def _drag(page, box, start, end, steps=8):
 
 
 def test_draw_move_resize_delete_and_type(page, tmp_path):
+    # a fresh panel: the main prompt applies to every region (the authors' way)
+    assert page.locator("#txt2img_mrgd_root .mrgd-common").is_checked()
     canvas = page.locator("#txt2img_mrgd_root .mrgd-canvas")
     box = canvas.bounding_box()
     assert abs(box["width"] / box["height"] - 512 / 384) < 0.01  # the canvas takes the width/height fields' shape
@@ -123,3 +125,40 @@ def test_a_pasted_spec_redraws_the_canvas(page):
     assert row.locator(".mrgd-feather").input_value() == "0.3"
     assert page.locator("#txt2img_mrgd_root .mrgd-enable").is_checked()
     assert not page.locator('#txt2img_mrgd_root input[data-option="kssa"]').is_checked()
+
+
+def test_main_prompt_checkbox_and_background_field(page):
+    common = page.locator("#txt2img_mrgd_root .mrgd-common")
+    background = page.locator("#txt2img_mrgd_root .mrgd-background")
+    # the infotext pasted before was written by mrgd 0.1, whose main prompt was the background
+    assert not common.is_checked() and not background.is_visible()
+    assert _spec(page)["main_prompt_common"] is False
+    common.check()
+    assert background.is_visible()
+    background.fill("a wooden floor")
+    spec = _spec(page)
+    assert spec["main_prompt_common"] is True and spec["background"] == "a wooden floor"
+    common.uncheck()
+    assert _spec(page)["main_prompt_common"] is False and not background.is_visible()
+    common.check()
+    assert _spec(page)["main_prompt_common"] is True
+
+
+def test_import_box_reads_another_tools_region_file(page):
+    text = (Path(__file__).parent / "data" / "regions" / "authors-infotext.txt").read_text()
+    page.locator("#txt2img_mrgd_root .mrgd-spec-io summary").click()
+    page.locator("#txt2img_mrgd_root .mrgd-io").fill(text)
+    page.locator("#txt2img_mrgd_root .mrgd-import").click()
+    page.wait_for_function("() => document.querySelectorAll('#txt2img_mrgd_root .mrgd-box').length === 1 && "
+                           "document.querySelector('#txt2img_mrgd_root .mrgd-target').value === 'a snowman with a carrot nose'")
+    spec = _spec(page)
+    assert spec["background"] == "a snowy village street" and spec["main_prompt_common"] is True
+    assert spec["regions"][0]["keywords"] == ["snowman"]
+    # the infotext's main prompt and size go into the WebUI's own fields
+    assert page.locator("#txt2img_prompt textarea").input_value() == "winter evening, soft light, best quality"
+    assert page.locator("#txt2img_height input[type=number]").input_value() == "384"
+    bad = '{"bbox_controls": [{"x": 0, "y": 0, "w": 1, "h": 1, "prompt": "a", "blend_mode": "Overlay"}]}'
+    page.locator("#txt2img_mrgd_root .mrgd-io").fill(bad)
+    page.locator("#txt2img_mrgd_root .mrgd-import").click()
+    page.wait_for_function("() => document.querySelector('#txt2img_mrgd_root .mrgd-error').textContent.includes('Overlay')")
+    assert "bbox_controls[0].blend_mode" in page.locator("#txt2img_mrgd_root .mrgd-error").inner_text()
