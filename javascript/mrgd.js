@@ -11,16 +11,16 @@
     const MIN_SIZE = 0.02; // smallest box, as a fraction of the canvas side
     const HANDLES = ["nw", "n", "ne", "e", "se", "s", "sw", "w"];
     const BADGES = {keep: "keep", add: "add", remove: "remove", change: "change", empty: "no prompt"};
-    const OPTION_HELP = {
-        guidance: "CLIPSeg multi-region guidance", kssa: "keyword-selected self-attention",
-        total_region: "r_total: the whole image with all prompts, late in sampling",
-        keyword_selection: "add low-entropy words to each region's keywords",
-        lambda_rs: "weight of the region-specific loss", lambda_is: "weight of the inter-image loss",
-        lambda_ip: "weight of the inherent-preservation loss", guidance_every: "guide every k-th step",
-        guidance_decode_scale: "decode at this fraction of the size for guidance",
-        t_total: "r_total joins for the last fraction of steps", keyword_count: "keywords selected per region",
-        kssa_factor: "KSSA logit factor", inject_edit: "[cross, self] injection for changed regions",
-    };
+    // a region row's columns: [class, header, placeholder, help]
+    const COLUMNS = [
+        ["num", "#", "", ""], ["kind", "kind", "", "what happens to the region"],
+        ["source", "source prompt", "source (empty: add)", "what is in the box now; empty: the object is added"],
+        ["target", "target prompt", "target (empty: remove)", "what should be there; empty: the object is removed"],
+        ["keywords", "keywords", "keywords, …", "words that name the object, comma separated (guidance)"],
+        ["feather", "feather", "", "soft edge, 0 to 1 of half the box's short side"],
+        ["negative", "negative", "negative (empty: main)", "the region's negative prompt; empty: the main one"],
+        ["delete", "", "", ""],
+    ];
 
     function app() {
         return typeof gradioApp === "function" ? gradioApp() : document;
@@ -59,6 +59,7 @@
             this.tab = root.dataset.tab;
             const defaults = JSON.parse(root.dataset.defaults);
             this.defaults = defaults.options;
+            this.optionText = defaults.option_text || {};
             this.maxRegions = defaults.max_regions;
             this.spec = this.blank();
             this.selected = -1;
@@ -85,6 +86,7 @@
             this.enable = el("input", {type: "checkbox", class: "mrgd-enable"});
             this.enable.addEventListener("change", () => {
                 this.spec.enabled = this.enable.checked;
+                this.showState();
                 this.write();
             });
             // the main prompt: every region's prefix (the authors' way), or the background layer's prompt
@@ -174,8 +176,10 @@
                     });
                 }
                 this.optionInputs[key] = input;
-                this.options.appendChild(el("label", {class: "mrgd-option", title: OPTION_HELP[key] || key},
-                    [el("span", {text: key}), input]));
+                const [label, help] = this.optionText[key] || [key, ""];
+                input.setAttribute("aria-label", label);
+                this.options.appendChild(el("label", {class: "mrgd-option", title: `${help} (${key})`},
+                    [el("span", {class: "mrgd-option-name", text: label}), input]));
             }
         }
 
@@ -199,6 +203,7 @@
                 this.canvas.style.backgroundImage = img && img.src ? `url("${img.src}")` : "";
             }
             this.enable.checked = this.spec.enabled !== false;
+            this.showState();
             this.common.checked = this.spec.main_prompt_common !== false;
             this.background.value = this.spec.background || "";
             this.background.style.display = this.common.checked ? "" : "none";
@@ -228,13 +233,36 @@
             return box;
         }
 
+        // the collapsed accordion says whether MRGD is on, as Hires. fix and Refiner do
+        showState() {
+            const head = app().querySelector(`#${this.tab}_mrgd .label-wrap`) || app().querySelector(`#${this.tab}_mrgd > button`);
+            if (!head) return;
+            let badge = head.querySelector(".mrgd-state");
+            if (!badge) {
+                badge = el("span", {class: "mrgd-state"});
+                const title = head.querySelector("span");
+                if (title) title.after(badge);
+                else head.appendChild(badge);
+            }
+            const on = this.spec.enabled !== false;
+            badge.textContent = on ? `✓ on, ${this.spec.regions.length} region${this.spec.regions.length === 1 ? "" : "s"}` : "";
+            badge.classList.toggle("mrgd-state-on", on);
+        }
+
         renderList() {
             this.list.replaceChildren();
+            if (this.spec.regions.length) {
+                this.list.appendChild(el("div", {class: "mrgd-grid mrgd-region-head"},
+                    COLUMNS.map(([cls, header, , help]) => el("span", {class: `mrgd-col-${cls}`, text: header, title: help}))));
+            }
             this.spec.regions.forEach((r, i) => {
                 const color = COLORS[i % COLORS.length];
                 const kind = regionKind(r);
-                const input = (name, placeholder, value, type) => {
-                    const node = el("input", {type: type || "text", class: `mrgd-${name}`, placeholder: placeholder});
+                const column = Object.fromEntries(COLUMNS.map((c) => [c[0], c]));
+                const input = (name, value, type) => {
+                    const [, header, placeholder, help] = column[name];
+                    const node = el("input", {type: type || "text", class: `mrgd-${name} mrgd-col-${name}`,
+                        placeholder: placeholder, title: help, "aria-label": `region ${i + 1} ${header}`});
                     node.value = value;
                     if (type === "number") Object.assign(node, {min: "0", max: "1", step: "0.05"});
                     node.addEventListener("input", () => {
@@ -244,7 +272,7 @@
                         const badge = row.querySelector(".mrgd-badge");
                         const k = regionKind(r);
                         badge.textContent = BADGES[k];
-                        badge.className = `mrgd-badge mrgd-badge-${k}`;
+                        badge.className = `mrgd-badge mrgd-badge-${k} mrgd-col-kind`;
                         const label = this.canvas.querySelector(`.mrgd-box[data-index="${i}"] .mrgd-box-label`);
                         if (label) label.textContent = `${i + 1} ${BADGES[k]}`;
                         this.write();
@@ -252,16 +280,16 @@
                     node.addEventListener("focus", () => this.select(i, false));
                     return node;
                 };
-                const remove = el("button", {type: "button", class: "mrgd-delete", title: "delete this region", text: "×"});
+                const remove = el("button", {type: "button", class: "mrgd-delete mrgd-col-delete", title: "delete this region", text: "×"});
                 remove.addEventListener("click", () => this.remove(i));
-                const row = el("div", {class: "mrgd-region" + (i === this.selected ? " mrgd-selected" : ""), "data-index": String(i)}, [
-                    el("span", {class: "mrgd-swatch", text: String(i + 1)}),
-                    el("span", {class: `mrgd-badge mrgd-badge-${kind}`, text: BADGES[kind]}),
-                    input("source", "source prompt (empty: added)", r.source || ""),
-                    input("target", "target prompt (empty: removed)", r.target || ""),
-                    input("keywords", "keywords, comma separated", (r.keywords || []).join(", ")),
-                    input("feather", "feather", r.feather === undefined ? 0.2 : r.feather, "number"),
-                    input("negative", "negative (empty: the main one)", r.negative || ""),
+                const row = el("div", {class: "mrgd-grid mrgd-region" + (i === this.selected ? " mrgd-selected" : ""), "data-index": String(i)}, [
+                    el("span", {class: "mrgd-swatch mrgd-col-num", text: String(i + 1)}),
+                    el("span", {class: `mrgd-badge mrgd-badge-${kind} mrgd-col-kind`, text: BADGES[kind]}),
+                    input("source", r.source || ""),
+                    input("target", r.target || ""),
+                    input("keywords", (r.keywords || []).join(", ")),
+                    input("feather", r.feather === undefined ? 0.2 : r.feather, "number"),
+                    input("negative", r.negative || ""),
                     remove,
                 ]);
                 row.querySelector(".mrgd-swatch").style.backgroundColor = color;
@@ -402,6 +430,12 @@
                     return false;
                 }
                 if (typeof data === "string") data = JSON.parse(data); // an infotext value quoted twice
+                if (data.keep_regions === true) { // a pasted infotext without MRGD: off, boxes kept
+                    this.spec.enabled = false;
+                    this.ioError.textContent = "";
+                    this.render();
+                    return true;
+                }
                 let common = data.main_prompt_common;
                 if (typeof common !== "boolean") common = pasted ? false : this.spec.main_prompt_common !== false;
                 this.spec = {

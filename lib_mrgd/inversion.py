@@ -25,7 +25,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from PIL import Image
@@ -171,13 +171,25 @@ class Tuned:
 
 
 def invert_latent(z0: torch.Tensor, fusion: RegionFusion, grid: DDIMSampler, cfg_scale: float, layout: Layout,
-                  progress_of=None, refine: int = REFINE, inner_steps: int = INNER_STEPS, bar=None) -> Tuned:
+                  progress_of=None, refine: int = REFINE, inner_steps: int = INNER_STEPS,
+                  step_done: Callable[[str], None] | None = None) -> Tuned:
     """Invert a clean latent on ``grid`` and tune each layer's negative embedding per step.
 
-    ``fusion`` holds the source contexts (it is restored afterwards); ``progress_of(i)`` is the
-    sampling progress the host will report at step ``i`` (default ``i / len(grid)``), so layers
-    join and leave as they will during the edit.
+    ``fusion`` holds the source contexts (restored afterwards, also when interrupted);
+    ``progress_of(i)`` is the sampling progress the host will report at step ``i`` (default
+    ``i / len(grid)``), so layers join and leave as they will during the edit. ``step_done(phase)``
+    is called after every step of each phase ("inversion", "null-text"): a progress bar, and the
+    place a host checks its interrupt flag (an exception there stops the inversion).
     """
+    base = dict(fusion.contexts)
+    try:
+        return _invert(z0, fusion, grid, cfg_scale, layout, progress_of, refine, inner_steps,
+                       step_done or (lambda phase: None))
+    finally:
+        fusion.contexts = base
+
+
+def _invert(z0, fusion, grid, cfg_scale, layout, progress_of, refine, inner_steps, step_done) -> Tuned:
     n = len(grid.timesteps)
     progress_of = progress_of or (lambda i: i / n)
     base = dict(fusion.contexts)
@@ -190,8 +202,7 @@ def invert_latent(z0: torch.Tensor, fusion: RegionFusion, grid: DDIMSampler, cfg
         for _ in range(refine):
             guess = grid.invert_step(x, _fused_source(fusion, guess, t, p, Branch.COND), i)
         x = trajectory[i] = guess
-        if bar is not None:
-            bar.update(1)
+        step_done("inversion")
     inversion_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -234,9 +245,7 @@ def invert_latent(z0: torch.Tensor, fusion: RegionFusion, grid: DDIMSampler, cfg
         x = grid.step(x, apply_cfg(eps_cond, eps_uncond, cfg_scale), i)
         inner_counts.append(used)
         losses.append(loss_value)
-        if bar is not None:
-            bar.update(1)
-    fusion.contexts = base
+        step_done("null-text")
     return Tuned(trajectory[0], null_texts, inner_counts, losses, inversion_s, time.perf_counter() - t0)
 
 
@@ -260,7 +269,7 @@ def invert(image, spec, pipeline, method: str = "mrgd", progress: bool = True,
     grid = DDIMSampler(pipeline.alphas_cumprod, spec.steps)
     with _progress_bar(2 * spec.steps, progress) as bar:
         tuned = invert_latent(pipeline.encode_image(photo), fusion, grid, spec.cfg_scale, layout,
-                              refine=refine, inner_steps=inner_steps, bar=bar)
+                              refine=refine, inner_steps=inner_steps, step_done=lambda phase: bar.update(1))
     metadata = {
         "model_hash": pipeline.model_hash(), "spec_hash": source_fingerprint(spec, layout), "method": method,
         "steps": spec.steps, "width": spec.width, "height": spec.height, "cfg_scale": spec.cfg_scale, "refine": refine,

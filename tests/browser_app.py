@@ -68,6 +68,7 @@ def free_port() -> int:
 def build():
     import gradio as gr
 
+    from lib_mrgd.webui.session import pasted_value
     from lib_mrgd.webui.ui import build_panel
 
     _inject_assets()
@@ -80,6 +81,8 @@ def build():
         received = gr.Textbox(label="received by Python", elem_id="received")
         gr.Button("Generate", elem_id="generate").click(lambda s: s, inputs=[spec], outputs=[received])
         gr.Button("Paste infotext", elem_id="paste").click(lambda: PASTED, outputs=[spec])
+        # what the host's paste writes for an infotext without an MRGD field
+        gr.Button("Paste plain infotext", elem_id="paste_plain").click(lambda: pasted_value({"Steps": "20"}), outputs=[spec])
     return demo
 
 

@@ -162,3 +162,79 @@ def test_import_box_reads_another_tools_region_file(page):
     page.locator("#txt2img_mrgd_root .mrgd-import").click()
     page.wait_for_function("() => document.querySelector('#txt2img_mrgd_root .mrgd-error').textContent.includes('Overlay')")
     assert "bbox_controls[0].blend_mode" in page.locator("#txt2img_mrgd_root .mrgd-error").inner_text()
+
+
+def _draw_one(page):
+    box = page.locator("#txt2img_mrgd_root .mrgd-canvas").bounding_box()
+    _drag(page, box, (0.1, 0.1), (0.5, 0.5))
+
+
+def test_pasting_an_infotext_without_mrgd_switches_the_panel_off_and_keeps_the_boxes(page):
+    page.locator("#paste").click()  # an MRGD infotext: on, one box
+    page.wait_for_function("() => document.querySelectorAll('#txt2img_mrgd_root .mrgd-box').length === 1 && "
+                           "document.querySelector('#txt2img_mrgd_root .mrgd-source').value === 'a cat'")
+    assert page.locator("#txt2img_mrgd_root .mrgd-enable").is_checked()
+    page.locator("#paste_plain").click()
+    page.wait_for_function("() => !document.querySelector('#txt2img_mrgd_root .mrgd-enable').checked")
+    assert page.locator("#txt2img_mrgd_root .mrgd-box").count() == 1
+    page.wait_for_function("() => JSON.parse(document.querySelector('#txt2img_mrgd_spec textarea').value).regions.length === 1")
+    spec = _spec(page)
+    assert spec["enabled"] is False and spec["regions"][0]["source"] == "a cat"
+
+
+def test_the_collapsed_panel_says_whether_mrgd_is_on(page):
+    state = page.locator("#txt2img_mrgd .mrgd-state")
+    page.locator("#txt2img_mrgd_root .mrgd-enable").check()
+    assert state.inner_text().startswith("✓ on")
+    page.locator("#txt2img_mrgd_root .mrgd-enable").uncheck()
+    assert state.inner_text() == ""
+
+
+FITS = """(input) => {
+    const ctx = document.createElement('canvas').getContext('2d');
+    const style = getComputedStyle(input);
+    ctx.font = `${style.fontSize} ${style.fontFamily}`;
+    const pad = parseFloat(style.paddingLeft) + parseFloat(style.paddingRight);
+    return ctx.measureText(input.placeholder).width <= input.clientWidth - pad + 1;
+}"""
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_region_rows_have_labels_and_room_at_wide_and_narrow_widths(page, width):
+    page.set_viewport_size({"width": width, "height": 1600})
+    if not page.locator("#txt2img_mrgd_root .mrgd-region").count():
+        _draw_one(page)
+    row = page.locator("#txt2img_mrgd_root .mrgd-region").nth(0)
+    for name in ("source", "target", "keywords", "negative"):
+        field = row.locator(f".mrgd-{name}")
+        assert field.evaluate(FITS), (width, name, field.get_attribute("placeholder"))  # placeholders are not cut
+        assert field.bounding_box()["width"] >= 100, (width, name)
+        assert field.get_attribute("title")
+    head = page.locator("#txt2img_mrgd_root .mrgd-region-head")
+    if width >= 1400:
+        labels = head.locator("span").all_inner_texts()
+        assert labels[2:7] == ["source prompt", "target prompt", "keywords", "feather", "negative"]
+    else:
+        assert not head.is_visible()  # the narrow layout puts each field on its own line, with placeholders
+    page.set_viewport_size({"width": 1280, "height": 1600})
+
+
+def test_advanced_options_have_labels_help_and_stay_inside_the_panel(page):
+    from lib_mrgd.spec import Options
+    from lib_mrgd.webui.ui import OPTION_TEXT
+
+    assert set(OPTION_TEXT) == set(Options().to_dict())  # every option has a label and help
+    details = page.locator("#txt2img_mrgd_root .mrgd-advanced")
+    if not details.evaluate("(d) => d.open"):
+        details.locator("summary").click()
+    options = page.locator("#txt2img_mrgd_root .mrgd-option")
+    assert options.count() == len(OPTION_TEXT)
+    panel = page.locator("#txt2img_mrgd_root .mrgd-options").bounding_box()
+    for k in range(options.count()):
+        option = options.nth(k)
+        name, field = option.locator(".mrgd-option-name"), option.locator("input")
+        assert name.inner_text() and name.inner_text() != field.get_attribute("data-option")  # not the raw key
+        assert option.get_attribute("title")
+        n, f = name.bounding_box(), field.bounding_box()
+        assert f["x"] + f["width"] <= panel["x"] + panel["width"] + 1  # inside the panel
+        assert n["x"] + n["width"] <= f["x"] + 1  # the label ends before its input

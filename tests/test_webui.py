@@ -136,7 +136,7 @@ def test_no_spec_or_enabled_false_is_a_plain_run(tiny, script):
 
 def test_a_bad_spec_fails_the_request_with_its_field_path_and_changes_nothing(tiny, script):
     bad = {"regions": [{"box": [0.1, 0.2, 0.3, 0.0], "source": "a cat"}]}
-    with pytest.raises(ValueError, match=r"^regions\[0\]\.box: height must be > 0"):
+    with pytest.raises(ValueError, match=r"^region 1 \(regions\[0\]\.box\): height must be > 0"):
         txt2img(script, bad, **FIELDS)
     assert _leftovers(tiny) == []
     with pytest.raises(ValueError, match=r"^spec: invalid JSON"):
@@ -289,10 +289,16 @@ def test_the_max_regions_setting_is_enforced(tiny, script):
 
     shared.opts.data["mrgd_max_regions"] = 1
     try:
-        with pytest.raises(ValueError, match=r"^regions: at most 1 regions"):
+        with pytest.raises(ValueError, match=r"^regions: at most 1 region \(the MRGD maximum-regions setting\), got 2"):
             txt2img(script, SPEC, **FIELDS)
+        # an API client's override_settings apply to this request, although the host applies
+        # them only after before_process
+        _, processed = txt2img(script, SPEC, override_settings={"mrgd_max_regions": 2}, **FIELDS)
+        assert len(processed.images) == 2
     finally:
         shared.opts.data.pop("mrgd_max_regions")
+    with pytest.raises(ValueError, match=r"^regions: at most 1 region "):
+        txt2img(script, SPEC, override_settings={"mrgd_max_regions": 1}, **FIELDS)
 
 
 def test_script_unloaded_sweeps_stale_hooks(tiny, script):

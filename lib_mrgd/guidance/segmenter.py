@@ -79,9 +79,9 @@ def _from_folder(folder: Path, device, dtype) -> Segmenter:
 
     try:
         model = CLIPSegForImageSegmentation.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load CLIPSeg from {folder} ({type(exc).__name__}); it needs config.json and "
-                         "model.safetensors (or pytorch_model.bin) of CLIPSegForImageSegmentation") from None
+    except Exception as exc:  # a missing, truncated or corrupt file (safetensors raises its own type)
+        raise ModelError(f"cannot load CLIPSeg from {folder} ({type(exc).__name__}: {str(exc)[:200]}); it needs "
+                         "config.json and model.safetensors (or pytorch_model.bin) of CLIPSegForImageSegmentation") from None
     if (folder / "vocab.json").is_file():
         tokenizer = CLIPTokenizer.from_pretrained(str(folder))
     else:

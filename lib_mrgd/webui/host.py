@@ -52,6 +52,60 @@ def check_model(sd_model) -> None:
         raise SpecError("model", "this WebUI's text encoder has no tokenize_line (is this Forge? use A1111 v1.10)")
 
 
+def encoded_text(text: str, p) -> str:
+    """``text`` as the host encodes it: prompt comments stripped (when the setting is on) and
+    extra-network tags removed (the host activates those of the main prompt itself)."""
+    from modules import extra_networks, shared
+
+    if getattr(shared.opts, "enable_prompt_comments", False):
+        from modules.processing_scripts.comments import strip_comments
+
+        text = strip_comments(text)
+    if not getattr(p, "disable_extra_networks", False):
+        text, _ = extra_networks.parse_prompt(text)
+    return text.strip()
+
+
+def running_script(p):
+    """The selectable script (X/Y/Z plot, prompt matrix...) driving this run, or None: the
+    host's script_args start with its 1-based index."""
+    runner, args = getattr(p, "scripts", None), getattr(p, "script_args", None) or [0]
+    index = args[0]
+    scripts = getattr(runner, "selectable_scripts", [])
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 < index <= len(scripts):
+        return None
+    return scripts[index - 1]
+
+
+def has_extra_networks(text: str) -> bool:
+    from modules import extra_networks
+
+    return bool(extra_networks.parse_prompt(text)[1])
+
+
+def model_switched(sd_model, checkpoint) -> bool:
+    """Whether the host swapped the model since ``sd_model`` (holding ``checkpoint``) was read:
+    the refiner switch loads another checkpoint mid-sampling, into a new object or in place."""
+    from modules import shared
+
+    current = shared.sd_model
+    return current is not sd_model or getattr(current, "sd_checkpoint_info", None) is not checkpoint
+
+
+def interrupted() -> bool:
+    from modules import shared
+
+    return bool(shared.state.interrupted or shared.state.skipped)
+
+
+def report_progress(step: int, steps: int, text: str) -> None:
+    """Move the host's progress bar (its /progress reads these) and say which phase runs."""
+    from modules import shared
+
+    shared.state.sampling_step, shared.state.sampling_steps = step, steps
+    shared.state.textinfo = text
+
+
 def unet(sd_model) -> torch.nn.Module:
     return sd_model.model.diffusion_model
 

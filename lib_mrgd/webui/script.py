@@ -20,13 +20,13 @@ log = logging.getLogger("mrgd")
 def ui(script, is_img2img: bool) -> list:
     spec = build_panel("img2img" if is_img2img else "txt2img")
     # assignments, not appends: the API calls ui() again and it must not pile up
-    script.infotext_fields = [(spec, session.INFOTEXT_KEY)]
+    script.infotext_fields = [(spec, session.pasted_value)]
     script.paste_field_names = [session.INFOTEXT_KEY]
     return [spec]
 
 
 def before_process(p, spec_arg=None, *args) -> None:
-    session.begin(p, spec_arg, int(settings.get(settings.MAX_REGIONS)))
+    session.begin(p, spec_arg, int(settings.get(settings.MAX_REGIONS, p)))
 
 
 def process_before_every_sampling(p, *args, **kwargs) -> None:
@@ -51,6 +51,8 @@ def postprocess(p, processed, *args) -> None:
     s = getattr(p, "mrgd_session", None)
     if s is not None and s.error is None:
         print(session.summary(s))
+        if host.running_script(p) is not None:  # X/Y/Z plot and kin keep each run's first image
+            session.lead_with_pair(p, processed)
 
 
 def unloaded() -> None:

@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,7 @@ from .patches import Patches
 log = logging.getLogger("mrgd")
 INFOTEXT_KEY = "MRGD"
 IMAGE_KEY = "MRGD image"
+NOTES_KEY = "MRGD notes"
 HOST_FIELDS = ("width", "height", "seed", "steps", "cfg_scale", "sampler")
 # where the main prompt and negative go: spec.main_prompt_common true -> common, false -> background
 MAIN_PROMPT_FIELDS = {True: ("common", "common_negative"), False: ("background", "negative")}
@@ -47,6 +50,12 @@ class Session:
     keywords: list[dict] = field(default_factory=list)
     guidance: list[dict] = field(default_factory=list)
 
+    def note(self, p, text: str) -> None:
+        """A warning for the console and the infotext (what an API client sees)."""
+        if text not in self.warnings:
+            self.warnings.append(text)
+        p.extra_generation_params[NOTES_KEY] = "; ".join(self.warnings)
+
 
 def read_argument(arg: Any) -> dict | None:
     """The spec as a dict, or None when the script is off (no spec, or ``"enabled": false``)."""
@@ -59,7 +68,8 @@ def read_argument(arg: Any) -> dict | None:
             raise SpecError("spec", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     if not isinstance(arg, dict):
         raise SpecError("spec", f"expected an object, got {type(arg).__name__}")
-    if not arg or arg.get("enabled") is False:
+    # checked first: "false" or 0 must not run the edit, and a switched-off spec is not validated
+    if not arg or not EditSpec.from_dict({"enabled": arg.get("enabled", True)}).enabled:
         return None
     return arg
 
@@ -82,7 +92,8 @@ def host_spec(data: dict, p, max_regions: int) -> EditSpec:
         merged.update({main: prompt or "", main_negative: negative or ""})
     spec = EditSpec.from_dict(merged)
     if len(spec.regions) > max_regions:
-        raise SpecError("regions", f"at most {max_regions} regions (the MRGD maximum-regions setting)")
+        raise SpecError("regions", f"at most {max_regions} region{'s' if max_regions != 1 else ''} "
+                                   f"(the MRGD maximum-regions setting), got {len(spec.regions)}")
     return spec
 
 
@@ -101,7 +112,7 @@ def begin(p, arg: Any, max_regions: int = 16) -> Session | None:
         return session
     session = Session(spec)
     if getattr(p, "n_iter", 1) != 1:
-        session.warnings.append("batch count forced to 1: one run makes one source/target pair")
+        session.note(p, f"batch count {p.n_iter} forced to 1: one run makes one source/target pair")
     # both images share the prompts, so they stay strings (an empty hires prompt copies the prompt,
     # and the host's comment stripping expects a string there); the seed list makes the pair
     main, main_negative = MAIN_PROMPT_FIELDS[spec.main_prompt_common]
@@ -113,6 +124,7 @@ def begin(p, arg: Any, max_regions: int = 16) -> Session | None:
 
     p.subseed = [int(processing.get_fixed_seed(subseed))] * 2
     p.batch_size, p.n_iter = 2, 1
+    p.do_not_save_grid = True  # the pair is two images, not a grid
     # attention-shape changers would hide the maps attention control reads
     for key in ("token_merging_ratio", "token_merging_ratio_hr", "token_merging_ratio_img2img"):
         p.override_settings[key] = 0.0
@@ -122,6 +134,36 @@ def begin(p, arg: Any, max_regions: int = 16) -> Session | None:
     p.extra_generation_params[IMAGE_KEY] = _image_name
     p.mrgd_session = session
     return session
+
+
+# a pasted infotext without MRGD switches the panel off and keeps its boxes (the panel script
+# reads this; sent as the script's argument it is simply "off")
+PASTED_OFF = '{"enabled":false,"keep_regions":true}'
+
+
+def pasted_value(params: dict) -> str:
+    """The spec field's value for a pasted infotext (the host calls this with the parsed fields)."""
+    return params.get(INFOTEXT_KEY) or PASTED_OFF
+
+
+def lead_with_pair(p, processed) -> None:
+    """Put the source | target pair first, for scripts that keep a run's first image (X/Y/Z
+    plot cells); later infotexts made from ``p`` (the plot's grid) say ``MRGD image: pair``."""
+    from PIL import Image
+
+    images = [im for im in processed.images[processed.index_of_first_image:] if im is not None]
+    if len(images) < 2:
+        return
+    source, target = images[:2]
+    pair = Image.new(source.mode, (source.width + target.width, max(source.height, target.height)))
+    pair.paste(source, (0, 0))
+    pair.paste(target, (source.width, 0))
+    text = processed.infotexts[processed.index_of_first_image]
+    text = text.replace(f"{IMAGE_KEY}: source", f"{IMAGE_KEY}: pair")
+    pair.info["parameters"] = text
+    processed.images.insert(0, pair)
+    processed.infotexts.insert(0, text)
+    p.extra_generation_params[IMAGE_KEY] = "pair"
 
 
 def infotext_value(spec: EditSpec) -> str:
@@ -170,6 +212,31 @@ class _Rows:
         return rows
 
 
+def encoded_spec(spec: EditSpec, p, session: Session) -> EditSpec:
+    """The spec with every prompt as the host encodes its own (comments stripped, extra-network
+    tags removed), so a comment or a LoRA tag does not change what MRGD encodes."""
+    def text(t: str) -> str:
+        return host.encoded_text(t, p) if t else t
+
+    regions = []
+    for i, r in enumerate(spec.regions):
+        clean = dataclasses.replace(r, source=text(r.source), target=text(r.target), negative=text(r.negative))
+        for side in ("source", "target"):
+            raw, left = getattr(r, side), getattr(clean, side)
+            if raw and not left:
+                raise SpecError(f"regions[{i}].{side}", "nothing is left once comments and extra-network tags are removed")
+            if host.has_extra_networks(raw):
+                session.note(p, f"regions[{i}].{side}: extra networks in a region prompt are not applied "
+                                "(networks apply from the main prompt, to the whole image)")
+        regions.append(clean)
+    return dataclasses.replace(spec, background=text(spec.background), negative=text(spec.negative),
+                               common=text(spec.common), common_negative=text(spec.common_negative), regions=regions)
+
+
+class _Stopped(Exception):
+    """The user interrupted or skipped while the init image was being inverted."""
+
+
 class Runtime:
     """Everything one sampling pass needs, and the patches that put it in place."""
 
@@ -178,7 +245,7 @@ class Runtime:
         self.sd_model = p.sd_model
         self.hires = bool(getattr(p, "is_hr_pass", False))
         latent_h, latent_w = x.shape[-2:]
-        spec = session.spec
+        spec = encoded_spec(session.spec, p, session)
         if (latent_h * 8, latent_w * 8) != (spec.height, spec.width):
             spec = spec.replace(width=latent_w * 8, height=latent_h * 8)
         # the hires pass keeps the layout of the pair; keyword selection, KSSA and guidance are
@@ -189,7 +256,8 @@ class Runtime:
         text = host.HostTextModel(self.sd_model)
         cond = encode_layers(layer_prompts(spec, self.layout), text)
         self.controller, warnings = build_controller(spec, self.layout, cond, text, method)
-        session.warnings += [w for w in warnings if w not in session.warnings]
+        for warning in warnings:
+            session.note(p, warning)
         self.fusion = RegionFusion(self.layout, cond.contexts, self._denoise, controller=self.controller)
         self.guidance = None
         if method == "mrgd" and spec.options.guidance and spec.regions and guidance_segmenter is not None:
@@ -203,6 +271,10 @@ class Runtime:
         self.base_contexts = dict(cond.contexts)
         self.tuned = None  # img2img: the init image's inversion (start noise, tuned negatives)
         self.step_index = 0
+        self.completed = 0  # sampler steps done (the sampler's callback), for once-per-step guidance
+        self._guided_at: int | None = None
+        self._checkpoint = getattr(self.sd_model, "sd_checkpoint_info", None)
+        self.plain = False  # after a refiner switch: the rest of the pass runs as the host's own
         self.rows = _Rows()
         self.progress = 0.0
         self._image_cond: dict = {}
@@ -224,6 +296,8 @@ class Runtime:
         try:
             self.patches.set(cfg, "forward", self._cfg_forward)
             self.patches.set(cfg.inner_model, "forward", self._inner_forward)
+            if hasattr(sampler, "callback_state"):
+                self.patches.set(sampler, "callback_state", self._counting(sampler.callback_state))
             if hasattr(sampler, "sample"):
                 self.patches.set(sampler, "sample", self._guarded(sampler.sample))
             if hasattr(sampler, "sample_img2img"):
@@ -252,8 +326,14 @@ class Runtime:
         elif getattr(shared.opts, "img2img_extra_noise", 0) > 0:
             reason = "img2img extra noise is on"
         if reason:
-            self.session.warnings.append(f"img2img inversion skipped ({reason}); the init image was noised as usual")
+            self.session.note(self.p, f"img2img inversion skipped ({reason}); the init image was noised as usual")
             return False
+        sampler = self.p.sampler
+        eta = self.p.eta if getattr(self.p, "eta", None) is not None else getattr(
+            shared.opts, getattr(sampler, "eta_option_field", "eta_ddim"), 0.0)
+        if eta:
+            self.p.eta = 0.0  # the inverted trajectory is the deterministic (eta 0) one
+            self.session.note(self.p, f"eta {eta:g} set to 0 for img2img inversion (it inverts the eta-0 trajectory)")
         return True
 
     def _inverting(self, sample):
@@ -268,12 +348,43 @@ class Runtime:
                 used = timesteps[:t_enc][::-1]
                 grid = DDIMSampler.on_grid(ac, used[:-1], [float(ac[t]) for t in used[1:]])
                 fusion = RegionFusion(self.layout, self.base_contexts, self._denoise)
-                self.tuned = invert_latent(x[:1].float(), fusion, grid, self.spec.cfg_scale, self.layout,
-                                           progress_of=lambda i: i / (t_enc + 1))
+                try:
+                    self.tuned = invert_latent(x[:1].float(), fusion, grid, self.spec.cfg_scale, self.layout,
+                                               progress_of=lambda i: i / (t_enc + 1),
+                                               step_done=self._inversion_step(2 * len(grid.timesteps)))
+                except _Stopped:
+                    log.info("MRGD: interrupted during img2img inversion")
+                    return x  # as the host answers an interrupt: the latest latent, the init image's
+                finally:
+                    host.report_progress(0, 0, None)  # sampling sets its own steps next
                 a = float(ac[timesteps[t_enc]])
                 noise.copy_((self.tuned.latent.to(x) - x * a**0.5) / (1 - a) ** 0.5)  # the host's xi is then our start
             return sample(p, x, noise, conditioning, unconditional_conditioning, steps=steps,
                           image_conditioning=image_conditioning)
+
+        return run
+
+    def _inversion_step(self, total: int):
+        """Progress and interrupt checks for each inversion step; the console names each phase."""
+        done, seen = [0], set()
+        print(f"MRGD: inverting the init image (DDIM inversion, {total // 2} steps)")
+
+        def step_done(phase: str) -> None:
+            if phase not in seen:
+                seen.add(phase)
+                if phase != "inversion":
+                    print(f"MRGD: {phase} tuning ({total // 2} steps)")
+            done[0] += 1
+            host.report_progress(done[0], total, f"MRGD {phase} {done[0]}/{total}")
+            if host.interrupted():
+                raise _Stopped
+
+        return step_done
+
+    def _counting(self, callback):
+        def run(*args, **kwargs):
+            self.completed += 1
+            return callback(*args, **kwargs)
 
         return run
 
@@ -303,6 +414,8 @@ class Runtime:
     # -- the patched calls -----------------------------------------------------------------------
 
     def _cfg_forward(self, x, sigma, **kwargs):
+        if self.plain:
+            return self._orig_cfg(x, sigma, **kwargs)
         cfg = self._cfg
         cond = kwargs.get("cond")
         batch = getattr(cond, "batch", None)
@@ -314,11 +427,24 @@ class Runtime:
         if self.tuned is not None and step < len(self.tuned.null_texts):
             self.fusion.contexts = with_null_texts(self.tuned.null_texts[step], self.base_contexts, self.layout)
         denoised = self._orig_cfg(x, sigma, **kwargs)
-        if self.guidance is not None and x.shape[0] == 2 and self.guidance.due(step):
+        if host.model_switched(self.sd_model, self._checkpoint):  # the refiner took over in this call
+            self._go_plain()
+            return denoised
+        # once per sampler step: second-order and adaptive samplers call the model several times
+        sampler_step = self.completed
+        if (self.guidance is not None and x.shape[0] == 2 and sampler_step != self._guided_at
+                and self.guidance.due(sampler_step)):
+            self._guided_at = sampler_step
             ab = host.alpha_bar(self.sd_model, float(sigma[0]), self.timestep_sampler)
-            denoised = self.guidance.correct(x, denoised, step, self.progress, ab,
+            denoised = self.guidance.correct(x, denoised, sampler_step, self.progress, ab,
                                              "eps" if self.timestep_sampler else "x0")
         return denoised
+
+    def _go_plain(self) -> None:
+        """The refiner pass runs as the host's own: MRGD edited the base model's steps."""
+        self.plain = True
+        detach(self.sites)
+        self.session.note(self.p, "refiner pass is plain (MRGD acts before the refiner switch)")
 
     def _inner_forward(self, x, sigma, **kwargs):
         rows = self.rows.take(x.shape[0])
@@ -350,9 +476,19 @@ class Runtime:
         return image_cond
 
 
+def shown(error: SpecError) -> SpecError:
+    """The error as the UI shows it: regions counted from 1 as the panel numbers its boxes,
+    with the spec's own path kept (``region 1 (regions[0].box): ...``)."""
+    match = re.match(r"regions\[(\d+)\]", error.path)
+    if not match:
+        return error
+    return SpecError(f"region {int(match[1]) + 1} ({error.path})", error.reason)
+
+
 def refuse(p, error: SpecError) -> None:
     """Make sampling fail with ``error``: hooks' own exceptions are only logged by the host."""
     patches = Patches()
+    error = shown(error)
 
     def fail(*args, **kwargs):
         patches.undo()

@@ -33,9 +33,14 @@ def register() -> None:
         shared.opts.add_option(key, info)
 
 
-def get(key: str):
+def get(key: str, p=None):
+    """A setting; a request's ``override_settings`` win (the host applies them only after
+    ``before_process``, where the spec is checked)."""
     from modules import shared
 
+    overrides = getattr(p, "override_settings", None) or {}
+    if key in overrides:
+        return overrides[key]
     return getattr(shared.opts, key, DEFAULTS[key]) if hasattr(shared, "opts") else DEFAULTS[key]
 
 

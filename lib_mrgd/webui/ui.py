@@ -18,10 +18,40 @@ from ..spec import MAX_REGIONS, Options, SpecError
 
 TITLE = "Multi-Region Guided Diffusion"
 
+# The Advanced section's label and help of every option (a test checks none is missing).
+OPTION_TEXT = {
+    "guidance": ("Guidance", "CLIPSeg multi-region guidance (RS, IS, IP losses)"),
+    "kssa": ("KSSA", "keyword-selected self-attention in r_total"),
+    "total_region": ("r_total", "the whole image with all prompts, late in sampling"),
+    "keyword_selection": ("Keyword selection", "add each region's lowest-entropy words to its keywords"),
+    "lambda_rs": ("λ RS", "weight of the region-specific loss (mask mass outside its box)"),
+    "lambda_is": ("λ IS", "weight of the inter-image loss (InfoNCE of source and target masks)"),
+    "lambda_ip": ("λ IP", "weight of the inherent-preservation loss (the unedited area)"),
+    "is_start": ("IS from", "fraction of the steps from which IS applies"),
+    "ip_start": ("IP from", "fraction of the steps from which IP applies"),
+    "nce_temperature": ("IS temperature", "InfoNCE temperature of the IS loss"),
+    "guidance_every": ("Guide every", "guide every k-th sampler step"),
+    "guidance_decode_scale": ("Guidance decode scale", "decode for guidance at this fraction of the size (0.125 to 1)"),
+    "t_total": ("T_total", "r_total joins for this last fraction of the steps"),
+    "t_total_add_remove": ("T_total (add/remove)", "...or this one when the edit adds or removes an object"),
+    "keyword_count": ("Keywords per region", "lowest-entropy words selected per region"),
+    "keyword_steps": ("Keyword steps", "fractions of sampling at which keywords are selected, comma separated"),
+    "kssa_factor": ("KSSA factor", "self-attention logit factor toward keyword pixels (1 = off)"),
+    "kssa_blocks": ("KSSA blocks", "UNet blocks where KSSA acts: down, mid, up"),
+    "self_replace_factor": ("Self-attention size", "inject self-attention on maps of at most (latent side / this)² pixels"),
+    "img2img_inversion": ("img2img inversion", "img2img: start from the init image's null-text inversion (DDIM samplers)"),
+    "inject_background": ("Inject background", "cross, self: fractions of steps the background inherits the source's attention"),
+    "inject_inherent": ("Inject kept regions", "cross, self: ...for regions that stay as they are"),
+    "inject_edit": ("Inject changed regions", "cross, self: ...for attribute changes"),
+    "inject_total": ("Inject r_total", "cross, self: ...for r_total, counted from the step it joins"),
+    "inject_add_remove": ("Inject added/removed", "cross, self: ...for added or removed objects"),
+}
+
 
 def defaults_json() -> str:
     """The option defaults the canvas starts from (one source of truth: the spec module)."""
-    return json.dumps({"options": Options().to_dict(), "max_regions": MAX_REGIONS})
+    return json.dumps({"options": Options().to_dict(), "max_regions": MAX_REGIONS, "option_text": OPTION_TEXT},
+                      ensure_ascii=False)
 
 
 def build_panel(tab: str):

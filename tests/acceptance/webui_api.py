@@ -3,7 +3,9 @@
     python tests/acceptance/webui_api.py --url http://127.0.0.1:7860 [--size 128]
 
 Checks: the script is listed; one spec dict gives a source and a target with DDIM and with
-Euler a; a bad spec is refused with its field path and the server keeps serving; a plain
+Euler a, and no grid; a bad spec is refused with its field path (regions counted from 1) and the
+server keeps serving; "enabled" must be a boolean; a prompt comment and an extra-network tag do
+not change the edit; img2img with DDIM eta 1 runs the inversion at eta 0 and says so; a plain
 generation after all that is bit-identical to one made before. Prints one line per check and
 exits non-zero on the first failure.
 """
@@ -76,10 +78,35 @@ def main() -> int:
 
     r, _ = txt2img({**base, "alwayson_scripts": {TITLE: {"args": [json.dumps(spec())]}}})
     check("edit with the spec as a JSON string", r.status_code == 200 and len(r.json()["images"]) == 2)
+    edited = r.json()["images"]
+
+    r, _ = txt2img({**base, "save_images": True, "alwayson_scripts": {TITLE: {"args": [spec()]}}})
+    check("no grid for the pair, also when saving", r.status_code == 200 and len(r.json()["images"]) == 2)
+
+    noisy = {**base, "prompt": base["prompt"] + " <lora:not_installed:0.5>\n# a note",
+             "alwayson_scripts": {TITLE: {"args": [spec()]}}}
+    r, _ = txt2img(noisy)
+    check("a prompt comment and an extra-network tag leave the edit as it was",
+          r.status_code == 200 and r.json()["images"] == edited, f"HTTP {r.status_code}")
+
+    for value in ("false", 0):
+        r, _ = txt2img({**base, "alwayson_scripts": {TITLE: {"args": [{**spec(), "enabled": value}]}}})
+        check(f'"enabled": {value!r} is refused', r.status_code >= 400 and "enabled: expected true or false" in r.text,
+              f"HTTP {r.status_code}: {r.text[:200]}")
+
+    photo = requests.post(f"{url}/sdapi/v1/txt2img", json=base, timeout=600).json()["images"][0]
+    img = {**base, "init_images": [photo], "denoising_strength": 0.8, "sampler_name": "DDIM",
+           "alwayson_scripts": {TITLE: {"args": [{**spec(), "options": {"guidance": False}}]}}}
+    at_zero = requests.post(f"{url}/sdapi/v1/img2img", json={**img, "eta": 0.0}, timeout=600)
+    at_one = requests.post(f"{url}/sdapi/v1/img2img", json={**img, "eta": 1.0}, timeout=600)
+    note = json.loads(at_one.json().get("info", "{}")).get("infotexts", [""])[0] if at_one.ok else at_one.text
+    check("img2img inversion runs at eta 0 and says so",
+          at_zero.ok and at_one.ok and at_zero.json()["images"] == at_one.json()["images"]
+          and "set to 0 for img2img inversion" in note, note[-200:])
 
     bad = {"regions": [{"box": [0.1, 0.2, 0.3, 0.0], "source": "a cat"}]}
     r, _ = txt2img({**base, "alwayson_scripts": {TITLE: {"args": [bad]}}})
-    check("bad spec refused with its field path", r.status_code >= 400 and "regions[0].box: height must be > 0" in r.text,
+    check("bad spec refused with its field path", r.status_code >= 400 and "region 1 (regions[0].box): height must be > 0" in r.text,
           f"HTTP {r.status_code}: {r.text[:200]}")
     r, _ = txt2img({**base, "alwayson_scripts": {TITLE: {"args": [spec()]}}})
     check("server keeps serving after the error", r.status_code == 200 and len(r.json()["images"]) == 2)

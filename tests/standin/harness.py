@@ -87,7 +87,7 @@ def load_extension_script():
     spec.loader.exec_module(module)
     script = module.Script()
     script.filename = str(ROOT / "scripts" / "mrgd.py")
-    script.args_from, script.args_to = 0, 1
+    script.args_from, script.args_to = 1, 2  # after the selected script's index, as in the host
     script.alwayson = True
     return script
 
@@ -97,15 +97,19 @@ def install_model(pipe) -> StandInSDModel:
     return shared.sd_model
 
 
-def txt2img(script, spec_arg, **fields):
-    p = processing.StableDiffusionProcessingTxt2Img(**fields)
-    p.scripts = scripts.ScriptRunner([script] if script else [])
-    p.script_args = [spec_arg]
-    return p, processing.process_images(p)
+def _run(p, script, spec_arg, selected=None, selected_args=()):
+    """As the host's txt2img/img2img: the selected script runs the request, else process_images."""
+    selectable = [selected] if selected else []
+    p.scripts = scripts.ScriptRunner([script] if script else [], selectable)
+    if selected:
+        selected.args_from, selected.args_to = 2, 2 + len(selected_args)
+    p.script_args = [1 if selected else 0, spec_arg, *selected_args]
+    return p, p.scripts.run(p, *p.script_args) or processing.process_images(p)
+
+
+def txt2img(script, spec_arg, selected=None, selected_args=(), **fields):
+    return _run(processing.StableDiffusionProcessingTxt2Img(**fields), script, spec_arg, selected, selected_args)
 
 
 def img2img(script, spec_arg, init_image, **fields):
-    p = processing.StableDiffusionProcessingImg2Img(init_images=[init_image], **fields)
-    p.scripts = scripts.ScriptRunner([script] if script else [])
-    p.script_args = [spec_arg]
-    return p, processing.process_images(p)
+    return _run(processing.StableDiffusionProcessingImg2Img(init_images=[init_image], **fields), script, spec_arg)

@@ -59,6 +59,11 @@ class StableDiffusionProcessing:
     script_args: list = field(default_factory=list)
     is_api: bool = False
     is_hr_pass: bool = False
+    eta: object = None
+    refiner_checkpoint_info: object = None
+    refiner_switch_at: object = None
+    do_not_save_grid: bool = False
+    disable_extra_networks: bool = False
 
     @property
     def sd_model(self):
@@ -106,10 +111,11 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
 
 
 class Processed:
-    def __init__(self, p, images, infotexts):
+    def __init__(self, p, images, infotexts, index_of_first_image=0):
         self.images = images
         self.infotexts = infotexts
-        self.all_seeds = p.all_seeds
+        self.all_seeds = getattr(p, "all_seeds", [])
+        self.index_of_first_image = index_of_first_image
 
 
 def create_infotext(p, all_prompts, all_seeds, all_subseeds, comments=None, iteration=0, position_in_batch=0,
@@ -161,7 +167,15 @@ def _process_images_inner(p):
     images = [Image.fromarray(np.round(img.permute(1, 2, 0).numpy() * 255).astype(np.uint8)) for img in decoded]
     # as the host's per-image infotext (processing.py:1026): the index is given, position_in_batch is not
     infotexts = [create_infotext(p, p.all_prompts, p.all_seeds, [], index=i) for i in range(len(images))]
-    processed = Processed(p, images, infotexts)
+    first = 0
+    if opts.return_grid and not p.do_not_save_grid and not (len(images) < 2 and opts.grid_only_if_multiple):
+        grid = Image.new("RGB", (sum(im.width for im in images), images[0].height))
+        for k, im in enumerate(images):
+            grid.paste(im, (k * im.width, 0))
+        images.insert(0, grid)
+        infotexts.insert(0, create_infotext(p, p.all_prompts, p.all_seeds, [], use_main_prompt=True))
+        first = 1
+    processed = Processed(p, images, infotexts, first)
     if p.scripts is not None:
         p.scripts.postprocess(p, processed)
     return processed

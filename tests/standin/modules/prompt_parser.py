@@ -39,7 +39,8 @@ def _stack(tensors):
 
 
 def _at(schedules, step):
-    return next(s.cond for s in schedules if step <= s.end_at_step)
+    # second-order samplers count more model calls than steps: the last schedule holds
+    return next((s.cond for s in schedules if step <= s.end_at_step), schedules[-1].cond)
 
 
 def reconstruct_cond_batch(c, current_step):

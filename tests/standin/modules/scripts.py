@@ -41,9 +41,20 @@ class Script:
 
 
 class ScriptRunner:
-    def __init__(self, scripts):
+    """script_args as the host lays them out: [selected script's 1-based index (0: none), the
+    selectable scripts' args..., the always-on scripts' args...]."""
+
+    def __init__(self, scripts, selectable=()):
         self.alwayson_scripts = scripts
+        self.selectable_scripts = list(selectable)
         self.errors = []
+
+    def run(self, p, *args):
+        index = args[0] if args else 0
+        if not index:
+            return None
+        script = self.selectable_scripts[index - 1]
+        return script.run(p, *args[script.args_from:script.args_to])
 
     def _each(self, method, p, *extra, **kwargs):
         for script in self.alwayson_scripts:

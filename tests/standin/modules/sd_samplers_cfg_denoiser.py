@@ -26,6 +26,9 @@ class CFGDenoiser(torch.nn.Module):
     def inner_model(self):
         raise NotImplementedError
 
+    def update_inner_model(self):
+        self.model_wrap = None
+
     def combine_denoised(self, x_out, conds_list, uncond, cond_scale):
         denoised_uncond = x_out[-uncond.shape[0]:]
         denoised = torch.clone(denoised_uncond)
@@ -37,6 +40,7 @@ class CFGDenoiser(torch.nn.Module):
     def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
         if state.interrupted or state.skipped:
             raise sd_samplers_common.InterruptedException
+        sd_samplers_common.apply_refiner(self, sigma)
         conds_list, tensor = prompt_parser.reconstruct_multicond_batch(cond, self.step)
         uncond = prompt_parser.reconstruct_cond_batch(uncond, self.step)
         batch_size = len(conds_list)

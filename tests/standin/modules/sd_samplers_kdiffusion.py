@@ -60,8 +60,29 @@ class KDiffusionSampler(sd_samplers_common.Sampler):
             x = x + (x - denoised) / sigmas[i] * (sigma_down - sigmas[i])
             if sigmas[i + 1] > 0:
                 x = x + gen(x.shape) * sigma_up
-            state.sampling_step += 1
+            self.callback_state({"i": i})
         return x
+
+    def _heun(self, x, sigmas, extra, gen):
+        """Second order: two model calls per step (the last step takes one)."""
+        s_in = x.new_ones([x.shape[0]])
+        for i in range(len(sigmas) - 1):
+            self.last_latent = x
+            denoised = self.model_wrap_cfg(x, sigmas[i] * s_in, **extra)
+            d = (x - denoised) / sigmas[i]
+            dt = sigmas[i + 1] - sigmas[i]
+            if sigmas[i + 1] == 0:
+                x = x + d * dt
+            else:
+                x_2 = x + d * dt
+                d_2 = (x_2 - self.model_wrap_cfg(x_2, sigmas[i + 1] * s_in, **extra)) / sigmas[i + 1]
+                x = x + (d + d_2) / 2 * dt
+            self.callback_state({"i": i})
+        return x
+
+    def _run(self, x, sigmas, extra, gen):
+        method = self._heun if self.funcname == "sample_heun" else self._euler_ancestral
+        return method(x, sigmas, extra, gen)
 
     def sample(self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
         steps = steps or p.steps
@@ -71,7 +92,7 @@ class KDiffusionSampler(sd_samplers_common.Sampler):
                  "cond_scale": p.cfg_scale, "s_min_uncond": 0.0}
         x = x * sigmas[0]
         self.last_latent = x
-        return self.launch_sampling(steps, lambda: self._euler_ancestral(x, sigmas, extra, p.rng.ancestral))
+        return self.launch_sampling(steps, lambda: self._run(x, sigmas, extra, p.rng.ancestral))
 
     def sample_img2img(self, p, x, noise, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
         steps, t_enc = sd_samplers_common.setup_img2img_steps(p, steps)
@@ -81,4 +102,4 @@ class KDiffusionSampler(sd_samplers_common.Sampler):
                  "cond_scale": p.cfg_scale, "s_min_uncond": 0.0}
         xi = x + noise * sigma_sched[0]
         self.last_latent = xi
-        return self.launch_sampling(t_enc + 1, lambda: self._euler_ancestral(xi, sigma_sched, extra, p.rng.ancestral))
+        return self.launch_sampling(t_enc + 1, lambda: self._run(xi, sigma_sched, extra, p.rng.ancestral))

@@ -33,9 +33,11 @@ class CompVisSampler(sd_samplers_common.Sampler):
     def get_timesteps(self, p, steps):
         return torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
 
-    def _ddim(self, x, timesteps, extra_args):
+    eta_option_field = "eta_ddim"
+
+    def _ddim(self, x, timesteps, extra_args, eta=0.0, noise=None):
         """The host's ddim (sd_samplers_timesteps_impl): len(timesteps) - 1 model calls, from
-        timesteps[-1] down to the level of timesteps[0]."""
+        timesteps[-1] down to the level of timesteps[0]; eta > 0 adds fresh noise each step."""
         alphas_cumprod = shared.sd_model.alphas_cumprod
         alphas = alphas_cumprod[timesteps]
         alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))]
@@ -46,9 +48,20 @@ class CompVisSampler(sd_samplers_common.Sampler):
             e_t = self.model_wrap_cfg(x, timesteps[index].item() * s_in.float(), **extra_args)
             a_t, a_prev = alphas[index].item(), alphas_prev[index].item()
             pred_x0 = (x - (1 - a_t) ** 0.5 * e_t) / a_t**0.5
-            x = a_prev**0.5 * pred_x0 + (1 - a_prev) ** 0.5 * e_t
-            state.sampling_step += 1
+            sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
+            x = a_prev**0.5 * pred_x0 + (1 - a_prev - sigma**2) ** 0.5 * e_t
+            if sigma > 0:
+                x = x + sigma * noise(x.shape)
+            self.callback_state({"i": i})
         return x
+
+    def _eta(self, p):
+        from modules.shared import opts
+
+        eta = p.eta if p.eta is not None else getattr(opts, self.eta_option_field, 0.0)
+        if eta:
+            p.extra_generation_params["Eta DDIM"] = eta
+        return eta
 
     def _extra(self, p, conditioning, unconditional_conditioning, image_conditioning):
         self.model_wrap_cfg.p = p
@@ -60,7 +73,8 @@ class CompVisSampler(sd_samplers_common.Sampler):
         extra = self._extra(p, conditioning, unconditional_conditioning, image_conditioning)
         timesteps = self.get_timesteps(p, steps)
         self.last_latent = x
-        return self.launch_sampling(steps, lambda: self._ddim(x, timesteps, extra))
+        eta = self._eta(p)
+        return self.launch_sampling(steps, lambda: self._ddim(x, timesteps, extra, eta, p.rng.ancestral))
 
     def sample_img2img(self, p, x, noise, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
         steps, t_enc = sd_samplers_common.setup_img2img_steps(p, steps)
@@ -71,4 +85,5 @@ class CompVisSampler(sd_samplers_common.Sampler):
         extra = self._extra(p, conditioning, unconditional_conditioning, image_conditioning)
         self.model_wrap_cfg.init_latent = x
         self.last_latent = x
-        return self.launch_sampling(t_enc + 1, lambda: self._ddim(xi, timesteps[:t_enc], extra))
+        eta = self._eta(p)
+        return self.launch_sampling(t_enc + 1, lambda: self._ddim(xi, timesteps[:t_enc], extra, eta, p.rng.ancestral))

@@ -16,6 +16,7 @@ class Options:
             "pad_cond_uncond": False, "pad_cond_uncond_v0": False, "token_merging_ratio": 0.0,
             "token_merging_ratio_hr": 0.0, "token_merging_ratio_img2img": 0.0,
             "hypertile_enable_unet": False, "hypertile_enable_unet_secondpass": False,
+            "enable_prompt_comments": True, "eta_ddim": 0.0, "return_grid": True, "grid_only_if_multiple": True,
         }
 
     def add_option(self, key, info):
@@ -44,6 +45,8 @@ class State:
         self.skipped = False
         self.sampling_step = 0
         self.sampling_steps = 0
+        self.textinfo = None
+        self.job = ""
 
 
 opts = Options()
