@@ -92,7 +92,8 @@
             // the main prompt: every region's prefix (the authors' way), or the background layer's prompt
             this.common = el("input", {type: "checkbox", class: "mrgd-common"});
             this.background = el("input", {type: "text", class: "mrgd-background",
-                placeholder: "background prompt (r_bg; after the main prompt)"});
+                placeholder: "background prompt (r_bg)",
+                title: "r_bg's own prompt; the main prompt comes first, as in every region"});
             this.common.addEventListener("change", () => {
                 this.spec.main_prompt_common = this.common.checked;
                 this.render();

@@ -172,37 +172,41 @@ class Tuned:
 
 def invert_latent(z0: torch.Tensor, fusion: RegionFusion, grid: DDIMSampler, cfg_scale: float, layout: Layout,
                   progress_of=None, refine: int = REFINE, inner_steps: int = INNER_STEPS,
-                  step_done: Callable[[str], None] | None = None) -> Tuned:
+                  tick: Callable[[str, bool], None] | None = None) -> Tuned:
     """Invert a clean latent on ``grid`` and tune each layer's negative embedding per step.
 
     ``fusion`` holds the source contexts (restored afterwards, also when interrupted);
     ``progress_of(i)`` is the sampling progress the host will report at step ``i`` (default
-    ``i / len(grid)``), so layers join and leave as they will during the edit. ``step_done(phase)``
-    is called after every step of each phase ("inversion", "null-text"): a progress bar, and the
-    place a host checks its interrupt flag (an exception there stops the inversion).
+    ``i / len(grid)``), so layers join and leave as they will during the edit.
+    ``tick(phase, step_finished)`` is called before the first step, before every further UNet
+    evaluation and at the end of every step of each phase ("inversion", "null-text"): a progress
+    bar counts the finished steps; a host checks its interrupt flag at every call (an exception
+    there stops the inversion within one evaluation).
     """
     base = dict(fusion.contexts)
     try:
         return _invert(z0, fusion, grid, cfg_scale, layout, progress_of, refine, inner_steps,
-                       step_done or (lambda phase: None))
+                       tick or (lambda phase, finished: None))
     finally:
         fusion.contexts = base
 
 
-def _invert(z0, fusion, grid, cfg_scale, layout, progress_of, refine, inner_steps, step_done) -> Tuned:
+def _invert(z0, fusion, grid, cfg_scale, layout, progress_of, refine, inner_steps, tick) -> Tuned:
     n = len(grid.timesteps)
     progress_of = progress_of or (lambda i: i / n)
     base = dict(fusion.contexts)
     t0 = time.perf_counter()
     trajectory: list[torch.Tensor] = [z0] * (n + 1)
     x = z0
+    tick("inversion", False)
     for i in reversed(range(n)):
         t, p = grid.timesteps[i], progress_of(i)
         guess = grid.invert_step(x, _fused_source(fusion, x, t, p, Branch.COND), i)
         for _ in range(refine):
+            tick("inversion", False)
             guess = grid.invert_step(x, _fused_source(fusion, guess, t, p, Branch.COND), i)
         x = trajectory[i] = guess
-        step_done("inversion")
+        tick("inversion", True)
     inversion_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -225,6 +229,7 @@ def _invert(z0, fusion, grid, cfg_scale, layout, progress_of, refine, inner_step
         used, loss_value = 0, float("nan")
         with torch.enable_grad():
             for _ in range(inner_steps):
+                tick("null-text", False)
                 fusion.contexts = {**base, **current, **params}
                 eps_uncond = _fused_source(fusion, x, t, p, Branch.UNCOND)
                 x_prev = grid.step(x, apply_cfg(eps_cond, eps_uncond, cfg_scale), i)
@@ -245,7 +250,7 @@ def _invert(z0, fusion, grid, cfg_scale, layout, progress_of, refine, inner_step
         x = grid.step(x, apply_cfg(eps_cond, eps_uncond, cfg_scale), i)
         inner_counts.append(used)
         losses.append(loss_value)
-        step_done("null-text")
+        tick("null-text", True)
     return Tuned(trajectory[0], null_texts, inner_counts, losses, inversion_s, time.perf_counter() - t0)
 
 
@@ -269,7 +274,8 @@ def invert(image, spec, pipeline, method: str = "mrgd", progress: bool = True,
     grid = DDIMSampler(pipeline.alphas_cumprod, spec.steps)
     with _progress_bar(2 * spec.steps, progress) as bar:
         tuned = invert_latent(pipeline.encode_image(photo), fusion, grid, spec.cfg_scale, layout,
-                              refine=refine, inner_steps=inner_steps, step_done=lambda phase: bar.update(1))
+                              refine=refine, inner_steps=inner_steps,
+                              tick=lambda phase, finished: bar.update(int(finished)))
     metadata = {
         "model_hash": pipeline.model_hash(), "spec_hash": source_fingerprint(spec, layout), "method": method,
         "steps": spec.steps, "width": spec.width, "height": spec.height, "cfg_scale": spec.cfg_scale, "refine": refine,

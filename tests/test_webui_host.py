@@ -110,7 +110,9 @@ def test_interrupt_during_img2img_inversion_is_answered_within_a_step_and_progre
     # strength 0.9 of 10 steps: 8 inversion steps, then 8 null-text steps
     assert len({s[0] for s in phases}) >= 3 and {s[1] for s in phases} == {16}
     per_step = max(sum(1 for s in phases if s[0] == k) for k in {s[0] for s in phases})
-    assert len(seen) <= stop_at + per_step  # stopped at the next step's check
+    print("calls per inversion step", per_step, "calls after the interrupt", len(seen) - stop_at)
+    # checked before every UNet evaluation: the fused evaluation running at the interrupt finishes
+    assert len(seen) - stop_at < per_step // 2
     assert len(processed.images) == 2 and _leftovers(tiny) == []
     assert shared.state.textinfo is None  # nothing stale left for the next phase
 

@@ -351,7 +351,7 @@ class Runtime:
                 try:
                     self.tuned = invert_latent(x[:1].float(), fusion, grid, self.spec.cfg_scale, self.layout,
                                                progress_of=lambda i: i / (t_enc + 1),
-                                               step_done=self._inversion_step(2 * len(grid.timesteps)))
+                                               tick=self._inversion_tick(2 * len(grid.timesteps)))
                 except _Stopped:
                     log.info("MRGD: interrupted during img2img inversion")
                     return x  # as the host answers an interrupt: the latest latent, the init image's
@@ -364,22 +364,24 @@ class Runtime:
 
         return run
 
-    def _inversion_step(self, total: int):
-        """Progress and interrupt checks for each inversion step; the console names each phase."""
+    def _inversion_tick(self, total: int):
+        """Progress for each inversion step and an interrupt check at every UNet evaluation; the
+        console names each phase as it starts."""
         done, seen = [0], set()
-        print(f"MRGD: inverting the init image (DDIM inversion, {total // 2} steps)")
 
-        def step_done(phase: str) -> None:
+        def tick(phase: str, finished: bool) -> None:
             if phase not in seen:
                 seen.add(phase)
-                if phase != "inversion":
-                    print(f"MRGD: {phase} tuning ({total // 2} steps)")
-            done[0] += 1
-            host.report_progress(done[0], total, f"MRGD {phase} {done[0]}/{total}")
+                print(f"MRGD: {'DDIM inversion' if phase == 'inversion' else phase + ' tuning'} of the init "
+                      f"image ({total // 2} steps)")
+                host.report_progress(done[0], total, f"MRGD {phase} {done[0]}/{total}")
+            if finished:
+                done[0] += 1
+                host.report_progress(done[0], total, f"MRGD {phase} {done[0]}/{total}")
             if host.interrupted():
                 raise _Stopped
 
-        return step_done
+        return tick
 
     def _counting(self, callback):
         def run(*args, **kwargs):
