@@ -353,7 +353,7 @@ class Runtime:
                                                progress_of=lambda i: i / (t_enc + 1),
                                                tick=self._inversion_tick(2 * len(grid.timesteps)))
                 except _Stopped:
-                    log.info("MRGD: interrupted during img2img inversion")
+                    print("MRGD: interrupted during img2img inversion; the init image is returned")
                     return x  # as the host answers an interrupt: the latest latent, the init image's
                 finally:
                     host.report_progress(0, 0, None)  # sampling sets its own steps next
