@@ -19,7 +19,7 @@ from typing import Sequence
 
 from .importer import import_spec
 from .metrics import BAND_MARGIN, EDITED, ClipScorer, pair_metrics
-from .spec import EditSpec, RegionKind, SpecError, load_spec
+from .spec import EditSpec, RegionKind, SpecError
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "multidiffusion": ("multidiffusion", {}),

@@ -14,6 +14,23 @@ def tiny():
     return tiny_pipeline()
 
 
+@pytest.fixture(scope="session")
+def script(tiny):
+    """The extension's script in the stand-in WebUI, with the tiny model loaded and its CLIPSeg
+    where the WebUI keeps CLIPSeg."""
+    from pathlib import Path
+
+    from standin.harness import install_model, load_extension_script
+
+    from modules import paths
+
+    install_model(tiny)
+    folder = Path(paths.models_path) / "clipseg" / "clipseg-rd64-refined"
+    tiny.segmenter.model.save_pretrained(folder)
+    tiny.segmenter.tokenizer.save_pretrained(folder)
+    return load_extension_script()
+
+
 BASE_SPEC = {
     "width": 128, "height": 128, "seed": 7, "steps": 6, "cfg_scale": 7.0,
     "background": "a living room with a sofa, best quality",

@@ -8,30 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from standin.harness import img2img, install_model, load_extension_script, txt2img
+from standin.harness import FIELDS, SPEC, img2img, txt2img
 
 from lib_mrgd.webui.patches import is_ours
-
-SPEC = {"regions": [
-    {"box": [0.05, 0.25, 0.4, 0.6], "source": "a girl in a red sweater", "target": "a girl in a blue sweater",
-     "keywords": ["girl"]},
-    {"box": [0.55, 0.3, 0.4, 0.5], "source": "", "target": "a dog"},
-]}
-FIELDS = dict(prompt="a living room, best quality", negative_prompt="blurry", seed=7, steps=6, cfg_scale=7.0,
-              width=128, height=128)
-
-
-@pytest.fixture(scope="module")
-def script(tiny):
-    from pathlib import Path
-
-    from modules import paths
-
-    install_model(tiny)
-    folder = Path(paths.models_path) / "clipseg" / "clipseg-rd64-refined"  # where the WebUI keeps CLIPSeg
-    tiny.segmenter.model.save_pretrained(folder)
-    tiny.segmenter.tokenizer.save_pretrained(folder)
-    return load_extension_script()
 
 
 def _leftovers(tiny, p=None):

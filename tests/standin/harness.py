@@ -16,6 +16,15 @@ if str(HERE) not in sys.path:
 
 from modules import processing, scripts, shared  # noqa: E402
 
+# the edit and the WebUI fields the host tests send
+SPEC = {"regions": [
+    {"box": [0.05, 0.25, 0.4, 0.6], "source": "a girl in a red sweater", "target": "a girl in a blue sweater",
+     "keywords": ["girl"]},
+    {"box": [0.55, 0.3, 0.4, 0.5], "source": "", "target": "a dog"},
+]}
+FIELDS = dict(prompt="a living room, best quality", negative_prompt="blurry", seed=7, steps=6, cfg_scale=7.0,
+              width=128, height=128)
+
 
 class StandInClip:
     """The hijacked SD1 text encoder's tokenisation surface."""

@@ -4,7 +4,6 @@ x0; "Euler a" adds noise from the processing object's generator."""
 import torch
 
 from modules import sd_samplers_cfg_denoiser, sd_samplers_common, shared
-from modules.shared import state
 
 
 class CompVisDenoiser(torch.nn.Module):

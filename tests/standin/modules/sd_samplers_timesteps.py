@@ -4,7 +4,6 @@ and the inner model returns eps."""
 import torch
 
 from modules import sd_samplers_cfg_denoiser, sd_samplers_common, shared
-from modules.shared import state
 
 
 class CompVisTimestepsDenoiser(torch.nn.Module):
