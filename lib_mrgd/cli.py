@@ -101,6 +101,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load(args: argparse.Namespace):
+    """The command's model; the tiny one says once what its images are."""
+    from . import load_pipeline
+
+    pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype, clipseg=args.clipseg)
+    if pipeline.name == "tiny":
+        print("note: --model tiny is a random model for tests and smoke runs: its images are noise", file=sys.stderr)
+    return pipeline
+
+
 def _png_info(spec_json: str, image: str, method: str):
     from PIL.PngImagePlugin import PngInfo
 
@@ -112,7 +122,7 @@ def _png_info(spec_json: str, image: str, method: str):
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from . import load_pipeline, load_spec, run_edit
+    from . import load_spec, run_edit
     from .runner import check_method, check_sampler
 
     spec = load_spec(args.spec)
@@ -127,7 +137,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         from .inversion import Inversion
 
         inversion = Inversion.load(args.inversion)
-    pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype, clipseg=args.clipseg)
+    pipeline = _load(args)
     result = run_edit(spec, pipeline, method=args.method, progress=not args.quiet, inversion=inversion)
     _write_pair(out, result, args.method)
     timings = result.info["timings"]
@@ -155,7 +165,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
     """Everything is computed before anything is written: a failure leaves --out untouched."""
     import time
 
-    from . import load_pipeline, load_spec, run_edit
+    from . import load_spec, run_edit
     from .images import prepare
     from .inversion import image_scores, invert, latent_psnr, reconstruct
     from .runner import check_method, check_sampler
@@ -166,7 +176,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
     check_sampler(spec)
     out = _out_folder(args.out)
     photo, _ = prepare(args.image, spec.width, spec.height)  # bad images fail here, before any model work
-    pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype, clipseg=args.clipseg)
+    pipeline = _load(args)
     inversion = invert(photo, spec, pipeline, method=args.method, progress=not args.quiet)
     z0 = pipeline.encode_image(photo)
     t0 = time.perf_counter()
@@ -196,7 +206,6 @@ def cmd_invert(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import evaluation as ev
-    from . import load_pipeline
     from .backends.pipeline import ModelError
     from .metrics import load_clip_scorer, tiny_clip_scorer
 
@@ -208,7 +217,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise UsageError("--limit: must be >= 1")
         edits = edits[:args.limit]
     out = _out_folder(args.out)
-    pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype, clipseg=args.clipseg)
+    pipeline = _load(args)
     reason = ""
     if pipeline.name == "tiny" and args.clip is None:
         clip = tiny_clip_scorer()
@@ -257,12 +266,12 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_keywords(args: argparse.Namespace) -> int:
-    from . import load_pipeline, load_spec
+    from . import load_spec
     from .runner import check_sampler, select_keywords
 
     spec = load_spec(args.spec)
     check_sampler(spec)
-    pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype, clipseg=args.clipseg)
+    pipeline = _load(args)
     regions = select_keywords(spec, pipeline, progress=not args.quiet)
     if args.json:
         print(json.dumps({"regions": regions}, indent=2))

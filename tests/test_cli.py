@@ -84,3 +84,18 @@ def test_keywords_prints_each_region_with_entropies(capsys, spec_file):
     assert all(0 <= k["entropy"] <= 8 for r in regions for k in r["source"] + r["target"])
     code, out, _ = _run(capsys, "keywords", str(spec_file), "--model", "tiny", "--quiet")
     assert code == 0 and out.startswith("regions[0] (attribute): ") and "  target: " in out
+
+
+def test_the_tiny_model_says_its_images_are_noise(capsys, spec_file, tmp_path):
+    code, _, err = _run(capsys, "edit", str(spec_file), "--model", "tiny", "--out", str(tmp_path / "o"),
+                        "--method", "multidiffusion", "--steps", "1", "--quiet")
+    assert code == 0 and err.count("its images are noise") == 1
+
+
+def test_the_try_out_example_is_the_living_room_edit_sized_for_the_tiny_model():
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    full, tiny = load_spec(examples / "living_room.json"), load_spec(examples / "living_room_tiny.json")
+    assert (tiny.width, tiny.height) == (128, 128)
+    assert tiny.replace(width=full.width, height=full.height).to_dict() == full.to_dict()
