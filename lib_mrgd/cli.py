@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     edit = sub.add_parser("edit", help="generate the source and the edited target of a spec")
     edit.add_argument("spec", help="edit spec: a JSON file (or a JSON string)")
     edit.add_argument("--model", default=DEFAULT_MODEL,
-                      help=f"'tiny', a diffusers folder, a .safetensors/.ckpt file or a hub id (default {DEFAULT_MODEL})")
+                      help=f"'tiny', 'random-sd15' (full size, random weights: timing only), a diffusers folder, "
+                           f"a .safetensors/.ckpt file or a hub id (default {DEFAULT_MODEL})")
     edit.add_argument("--out", required=True, help="output folder")
     edit.add_argument("--method", default="mrgd", choices=METHODS)
     edit.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
@@ -106,8 +107,9 @@ def _load(args: argparse.Namespace):
     from . import load_pipeline
 
     pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype, clipseg=args.clipseg)
-    if pipeline.name == "tiny":
-        print("note: --model tiny is a random model for tests and smoke runs: its images are noise", file=sys.stderr)
+    if pipeline.name == "tiny" or pipeline.name.startswith("random-"):
+        print(f"note: --model {pipeline.name} is a random model (tests, smoke runs, timing): its images are noise",
+              file=sys.stderr)
     return pipeline
 
 

@@ -91,3 +91,25 @@ def test_bad_device_and_dtype():
         load_pipeline("tiny", dtype="fp8")
     with pytest.raises(ModelError, match="unknown device"):
         load_pipeline("tiny", device="toaster")
+
+
+def test_random_sd15_has_the_real_parameter_counts():
+    from lib_mrgd.backends.random_models import build
+
+    counts = {name: sum(p.numel() for p in m.parameters()) for name, m in build(device="meta").items()}
+    # the released SD1.5 UNet, VAE and CLIP ViT-L/14 text encoder; CLIPSeg rd64 (ViT-B/16 at 352 px)
+    assert counts == {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480, "clipseg": 150_968_930}
+
+
+def test_random_sd15_builds_offline_and_runs_an_edit(monkeypatch):
+    import lib_mrgd
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = lib_mrgd.load_pipeline("random-sd15")
+    assert pipe.name == "random-sd15" and pipe.get_segmenter().name == "random-clipseg"
+    spec = {"width": 128, "height": 128, "steps": 1, "seed": 1,
+            "regions": [{"box": [0.0, 0.0, 0.5, 1.0], "source": "a cat", "target": "a dog"}]}
+    result = lib_mrgd.run_edit(spec, pipe, method="p2p", progress=False)
+    assert result.latents.shape == (2, 4, 16, 16) and bool(result.latents.isfinite().all())
+    with pytest.raises(lib_mrgd.ModelError, match="unknown random model 'random-sd99'"):
+        lib_mrgd.load_pipeline("random-sd99")

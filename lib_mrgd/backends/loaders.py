@@ -246,6 +246,12 @@ def _load_model(name: str, device: torch.device, dtype) -> Pipeline:
         from .tiny import tiny_pipeline
 
         return tiny_pipeline(device=device, dtype=dtype)
+    if name.startswith("random-"):
+        from .random_models import RANDOM_MODELS, random_pipeline
+
+        if name not in RANDOM_MODELS:
+            raise ModelError(f"unknown random model {name!r} (there is {', '.join(RANDOM_MODELS)})")
+        return random_pipeline(name, device=device, dtype=dtype)
     if path.is_dir():
         return load_diffusers_folder(path, device, dtype, name=path.name)
     if path.is_file():
