@@ -256,10 +256,10 @@
                 this.list.appendChild(el("div", {class: "mrgd-grid mrgd-region-head"},
                     COLUMNS.map(([cls, header, , help]) => el("span", {class: `mrgd-col-${cls}`, text: header, title: help}))));
             }
+            const column = Object.fromEntries(COLUMNS.map((c) => [c[0], c]));
             this.spec.regions.forEach((r, i) => {
                 const color = COLORS[i % COLORS.length];
                 const kind = regionKind(r);
-                const column = Object.fromEntries(COLUMNS.map((c) => [c[0], c]));
                 const input = (name, value, type) => {
                     const [, header, placeholder, help] = column[name];
                     const node = el("input", {type: type || "text", class: `mrgd-${name} mrgd-col-${name}`,

@@ -103,14 +103,19 @@ def feather_weights(height: int, width: int, ratio: float,
     return weight
 
 
-def box_weights(window: Window, box: Window, ratio: float, latent_h: int, latent_w: int) -> torch.Tensor:
-    """The weight over ``window`` of a box drawn at ``box`` (both latent pixels): the feather
-    inside the drawn box, 0 in the margin the snap added. Box edges on the image border are closed."""
-    sides = (box.top > 0, box.top + box.height < latent_h, box.left > 0, box.left + box.width < latent_w)
-    weight = torch.zeros(window.height, window.width)
+def placed(window: Window, box: Window, values: torch.Tensor | float) -> torch.Tensor:
+    """``values`` over ``box`` inside a zero map of ``window`` (both in latent pixels)."""
+    out = torch.zeros(window.height, window.width)
     top, left = box.top - window.top, box.left - window.left
-    weight[top:top + box.height, left:left + box.width] = feather_weights(box.height, box.width, ratio, sides)
-    return weight
+    out[top:top + box.height, left:left + box.width] = values
+    return out
+
+
+def box_weights(window: Window, box: Window, ratio: float, latent_h: int, latent_w: int) -> torch.Tensor:
+    """The weight over ``window`` of a box drawn at ``box``: the feather inside the drawn box, 0 in
+    the margin the snap added. Box edges on the image border are closed."""
+    sides = (box.top > 0, box.top + box.height < latent_h, box.left > 0, box.left + box.width < latent_w)
+    return placed(window, box, feather_weights(box.height, box.width, ratio, sides))
 
 
 @dataclass
@@ -128,9 +133,7 @@ class Layer:
         """Name, drawn box and crop in image pixels ``[x, y, w, h]``, and the share of the layer's
         weight outside its drawn box (what a user checks to see that a region stays in its box)."""
         box = self.box or self.window
-        inside = torch.zeros_like(self.weight)
-        top, left = box.top - self.window.top, box.left - self.window.left
-        inside[top:top + box.height, left:left + box.width] = 1
+        inside = placed(self.window, box, 1.0)
         total = float(self.weight.sum())
         outside = float((self.weight * (1 - inside)).sum()) / total if total > 0 else 0.0
         px = lambda w: [w.left * factor, w.top * factor, w.width * factor, w.height * factor]
