@@ -52,18 +52,20 @@ def check_model(sd_model) -> None:
         raise SpecError("model", "this WebUI's text encoder has no tokenize_line (is this Forge? use A1111 v1.10)")
 
 
-def encoded_text(text: str, p) -> str:
+def encoded_text(text: str, p) -> tuple[str, bool]:
     """``text`` as the host encodes it: prompt comments stripped (when the setting is on) and
-    extra-network tags removed (the host activates those of the main prompt itself)."""
+    extra-network tags removed (the host activates those of the main prompt itself); and whether
+    it held such tags."""
     from modules import extra_networks, shared
 
     if getattr(shared.opts, "enable_prompt_comments", False):
         from modules.processing_scripts.comments import strip_comments
 
         text = strip_comments(text)
+    networks = {}
     if not getattr(p, "disable_extra_networks", False):
-        text, _ = extra_networks.parse_prompt(text)
-    return text.strip()
+        text, networks = extra_networks.parse_prompt(text)
+    return text.strip(), bool(networks)
 
 
 def running_script(p):
@@ -75,12 +77,6 @@ def running_script(p):
     if isinstance(index, bool) or not isinstance(index, int) or not 0 < index <= len(scripts):
         return None
     return scripts[index - 1]
-
-
-def has_extra_networks(text: str) -> bool:
-    from modules import extra_networks
-
-    return bool(extra_networks.parse_prompt(text)[1])
 
 
 def model_switched(sd_model, checkpoint) -> bool:

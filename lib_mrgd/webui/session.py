@@ -216,19 +216,20 @@ def encoded_spec(spec: EditSpec, p, session: Session) -> EditSpec:
     """The spec with every prompt as the host encodes its own (comments stripped, extra-network
     tags removed), so a comment or a LoRA tag does not change what MRGD encodes."""
     def text(t: str) -> str:
-        return host.encoded_text(t, p) if t else t
+        return host.encoded_text(t, p)[0] if t else t
 
     regions = []
     for i, r in enumerate(spec.regions):
-        clean = dataclasses.replace(r, source=text(r.source), target=text(r.target), negative=text(r.negative))
+        sides = {}
         for side in ("source", "target"):
-            raw, left = getattr(r, side), getattr(clean, side)
-            if raw and not left:
+            raw = getattr(r, side)
+            sides[side], networks = host.encoded_text(raw, p) if raw else (raw, False)
+            if raw and not sides[side]:
                 raise SpecError(f"regions[{i}].{side}", "nothing is left once comments and extra-network tags are removed")
-            if host.has_extra_networks(raw):
+            if networks:
                 session.note(p, f"regions[{i}].{side}: extra networks in a region prompt are not applied "
                                 "(networks apply from the main prompt, to the whole image)")
-        regions.append(clean)
+        regions.append(dataclasses.replace(r, **sides, negative=text(r.negative)))
     return dataclasses.replace(spec, background=text(spec.background), negative=text(spec.negative),
                                common=text(spec.common), common_negative=text(spec.common_negative), regions=regions)
 
