@@ -15,17 +15,16 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
+from .errors import ArgumentError, ModelError, MrgdError
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 PNG_SPEC_KEY = "mrgd"
 
 
-class UsageError(Exception):
-    """A bad command line; the message starts with the argument's name."""
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage dump
-        raise UsageError(message.removeprefix("argument "))
+        name, _, reason = message.removeprefix("argument ").partition(": ")
+        raise ArgumentError(name, reason) if reason else ArgumentError("", name)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -125,7 +124,8 @@ def _png_info(spec_json: str, image: str, method: str):
 
 def cmd_edit(args: argparse.Namespace) -> int:
     from . import load_spec, run_edit
-    from .runner import check_method, check_sampler
+    from .method import check_method
+    from .runner import check_sampler
 
     spec = load_spec(args.spec)
     overrides = {k: v for k, v in (("seed", args.seed), ("steps", args.steps)) if v is not None}
@@ -151,7 +151,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 def _out_folder(path: str) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out: {out} exists and is not a folder")
+        raise ArgumentError("--out", f"{out} exists and is not a folder")
     return out
 
 
@@ -170,7 +170,8 @@ def cmd_invert(args: argparse.Namespace) -> int:
     from . import load_spec, run_edit
     from .images import prepare
     from .inversion import image_scores, invert, latent_psnr, reconstruct
-    from .runner import check_method, check_sampler
+    from .method import check_method
+    from .runner import check_sampler
 
     started = time.perf_counter()
     spec = load_spec(args.spec).resolved()
@@ -208,7 +209,6 @@ def cmd_invert(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import evaluation as ev
-    from .backends.pipeline import ModelError
     from .metrics import load_clip_scorer, tiny_clip_scorer
 
     edits = ev.load_set(args.set)
@@ -216,7 +216,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     shard = ev.parse_shard(args.shard)
     if args.limit is not None:
         if args.limit < 1:
-            raise UsageError("--limit: must be >= 1")
+            raise ArgumentError("--limit", "must be >= 1")
         edits = edits[:args.limit]
     out = _out_folder(args.out)
     pipeline = _load(args)
@@ -231,7 +231,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"warning: CLIP score skipped: {exc}", file=sys.stderr)
     margin = ev.BAND_MARGIN if args.ssim_e_margin is None else args.ssim_e_margin
     if not 0 <= margin <= 1:
-        raise UsageError(f"--ssim-e-margin: must be in [0, 1], got {margin:g}")
+        raise ArgumentError("--ssim-e-margin", f"must be in [0, 1], got {margin:g}")
     rows = ev.run(edits, pipeline, methods, out, clip, resume=args.resume, shard=shard, progress=not args.quiet,
                   ssim_e_margin=margin, ssim_e_include_box=args.ssim_e_include_box)
     ev.write_outputs(out, rows, edits, methods, ev.clip_note(clip, reason))
@@ -260,7 +260,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"warning: {note}", file=sys.stderr)
     out = Path(args.out)
     if out.parent != Path("") and not out.parent.is_dir():
-        raise UsageError(f"--out: folder not found: {out.parent}")
+        raise ArgumentError("--out", f"folder not found: {out.parent}")
     spec.save(out)
     kinds = ", ".join(k.value for k in spec.kinds) or "no regions"
     print(f"wrote {out}: {len(spec.regions)} regions ({kinds})")
@@ -304,21 +304,15 @@ def _quiet_library_warnings() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .backends.pipeline import ModelError
-    from .spec import SpecError
-
     _quiet_library_warnings()
     try:
         args = _parser().parse_args(argv)
         commands = {"edit": cmd_edit, "invert": cmd_invert, "keywords": cmd_keywords, "eval": cmd_eval,
                     "eval-merge": cmd_eval_merge, "import": cmd_import}
         return commands[args.command](args)
-    except (UsageError, SpecError) as exc:
+    except MrgdError as exc:  # a bad argument, spec, image or inversion is the caller's to fix
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ModelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_FAILURE if isinstance(exc, ModelError) else EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -19,7 +19,8 @@ from typing import Sequence
 
 from .importer import import_spec
 from .metrics import BAND_MARGIN, EDITED, ClipScorer, pair_metrics
-from .spec import EditSpec, RegionKind, SpecError
+from .errors import ArgumentError, SpecError
+from .spec import EditSpec, RegionKind
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "multidiffusion": ("multidiffusion", {}),
@@ -49,16 +50,16 @@ class Edit:
 def load_set(folder: str | Path) -> list[Edit]:
     folder = Path(folder)
     if not folder.is_dir():
-        raise SpecError("set", f"not a folder: {folder}")
+        raise ArgumentError("set", f"not a folder: {folder}")
     edits = []
     # mrgd specs, region files of Tiled Diffusion and the authors (*.json), infotexts (*.txt)
     for path in sorted([*folder.glob("*.json"), *folder.glob("*.txt")]):
         try:
             edits.append(Edit(path.stem, import_spec(path)))
         except SpecError as exc:
-            raise SpecError(f"{path.name}: {exc.path}", exc.reason) from None
+            raise SpecError(f"{path.name}: {exc.path}", exc.reason) from exc
     if not edits:
-        raise SpecError("set", f"no edit specs (*.json, *.txt) in {folder}")
+        raise ArgumentError("set", f"no edit specs (*.json, *.txt) in {folder}")
     return edits
 
 
@@ -66,7 +67,7 @@ def parse_methods(text: str) -> list[str]:
     methods = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in methods if m not in VARIANTS]
     if unknown or not methods:
-        raise SpecError("--methods", f"unknown {', '.join(unknown) or '(none)'}; choose from {', '.join(VARIANTS)}")
+        raise ArgumentError("--methods", f"unknown {', '.join(unknown) or '(none)'}; choose from {', '.join(VARIANTS)}")
     return methods
 
 
@@ -75,10 +76,10 @@ def parse_shard(text: str | None) -> tuple[int, int]:
         return 1, 1
     try:
         i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise SpecError("--shard", f"expected i/n such as 2/4, got {text!r}") from None
+    except ValueError as exc:
+        raise ArgumentError("--shard", f"expected i/n such as 2/4, got {text!r}") from exc
     if not 1 <= i <= n:
-        raise SpecError("--shard", f"i must be between 1 and n, got {text}")
+        raise ArgumentError("--shard", f"i must be between 1 and n, got {text}")
     return i, n
 
 
@@ -228,7 +229,7 @@ def merge(shards: Sequence[Path], out: Path, edits: Sequence[Edit]) -> list[dict
     notes = []
     for shard in shards:
         if not (shard / "metrics.csv").is_file():
-            raise SpecError("merge", f"{shard} has no metrics.csv")
+            raise ArgumentError("merge", f"{shard} has no metrics.csv")
         for r in read_rows(shard / "metrics.csv"):
             rows[(r["edit"], r["method"])] = r
         if (shard / "images").is_dir() and shard.resolve() != out.resolve():

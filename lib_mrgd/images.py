@@ -13,14 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .spec import SpecError
-
-
-class ImageError(SpecError):
-    """An input image that cannot be used; the message starts with ``image:``."""
-
-    def __init__(self, reason: str):
-        super().__init__("image", reason)
+from .errors import ImageError
 
 
 def read_image(path: str | os.PathLike) -> Image.Image:
@@ -32,10 +25,10 @@ def read_image(path: str | os.PathLike) -> Image.Image:
             probe.verify()  # catches truncated and corrupt files early
         image = Image.open(path)
         image.load()
-    except UnidentifiedImageError:
-        raise ImageError(f"{path} is not an image in a supported format") from None
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{path} is not an image in a supported format") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path} is corrupt or unreadable ({exc})") from None
+        raise ImageError(f"{path} is corrupt or unreadable ({exc})") from exc
     return image
 
 

@@ -46,16 +46,16 @@ def _read(src: str | os.PathLike | bytes) -> str:
     path = Path(src)
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise SpecError("import", f"file not found: {path}") from None
+    except FileNotFoundError as exc:
+        raise SpecError("import", f"file not found: {path}") from exc
     except OSError as exc:
-        raise SpecError("import", f"cannot read {path}: {exc.strerror or exc}") from None
+        raise SpecError("import", f"cannot read {path}: {exc.strerror or exc}") from exc
     if data.startswith(b"\x89PNG"):
         return _png_parameters(data)
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise SpecError("import", f"{path} is neither text nor a PNG") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError("import", f"{path} is neither text nor a PNG") from exc
 
 
 def _png_parameters(data: bytes) -> str:
@@ -67,7 +67,7 @@ def _png_parameters(data: bytes) -> str:
         with Image.open(io.BytesIO(data)) as image:
             text = image.info.get("parameters")
     except (UnidentifiedImageError, OSError) as exc:
-        raise SpecError("import", f"unreadable PNG: {exc}") from None
+        raise SpecError("import", f"unreadable PNG: {exc}") from exc
     if not isinstance(text, str):
         raise SpecError("import", "the PNG has no 'parameters' text (no WebUI infotext)")
     return text
@@ -94,8 +94,8 @@ def parse_parameters(line: str) -> dict[str, str]:
         if i < n and line[i] == '"':
             try:
                 value, i = decoder.raw_decode(line, i)
-            except json.JSONDecodeError:
-                raise SpecError(f"infotext.{key}", "unterminated quoted value") from None
+            except json.JSONDecodeError as exc:
+                raise SpecError(f"infotext.{key}", "unterminated quoted value") from exc
         else:
             end = line.find(",", i)
             end = n if end < 0 else end
@@ -125,8 +125,8 @@ def _literal(value: str, path: str) -> Any:
     except (ValueError, SyntaxError):
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
-            raise SpecError(path, "not a readable dict") from None
+        except json.JSONDecodeError as exc:
+            raise SpecError(path, "not a readable dict") from exc
 
 
 def _infotext_fields(params: dict[str, str]) -> dict[str, Any]:
@@ -134,15 +134,15 @@ def _infotext_fields(params: dict[str, str]) -> dict[str, Any]:
     if "Size" in params:
         try:
             w, h = (int(v) for v in params["Size"].lower().split("x"))
-        except ValueError:
-            raise SpecError("infotext.Size", f"expected WxH, got {params['Size']!r}") from None
+        except ValueError as exc:
+            raise SpecError("infotext.Size", f"expected WxH, got {params['Size']!r}") from exc
         out.update(width=w, height=h)
     for key, name, kind in (("Seed", "seed", int), ("Steps", "steps", int), ("CFG scale", "cfg_scale", float)):
         if key in params:
             try:
                 out[name] = kind(params[key])
-            except ValueError:
-                raise SpecError(f"infotext.{key}", f"not a number: {params[key]!r}") from None
+            except ValueError as exc:
+                raise SpecError(f"infotext.{key}", f"not a number: {params[key]!r}") from exc
     if params.get("Sampler"):
         out["sampler"] = params["Sampler"]
     return out
@@ -262,7 +262,7 @@ def import_text(text: str, warnings: list[str] | None = None) -> EditSpec:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise SpecError("import", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+            raise SpecError("import", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
         if not isinstance(data, dict) or "bbox_controls" not in data:
             return load_spec(data)  # an mrgd spec
         controls = data["bbox_controls"]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .backends.pipeline import ModelError
+from .errors import ModelError
 from .spec import EditSpec, RegionKind
 
 EDITED = (RegionKind.ADDITION, RegionKind.REMOVAL, RegionKind.ATTRIBUTE)
@@ -159,6 +159,6 @@ def load_clip_scorer(source: str | None = None, device="cpu") -> ClipScorer:
         model = open_clip.create_model("ViT-B-16", pretrained=pretrained, device=device)
     except Exception as exc:
         raise ModelError(f"open_clip ViT-B-16 weights {pretrained!r} are not available ({type(exc).__name__}); "
-                         "connect once so open_clip can fetch them, or pass a local file with --clip") from None
+                         "connect once so open_clip can fetch them, or pass a local file with --clip") from exc
     return ClipScorer(model.eval(), open_clip.get_tokenizer("ViT-B-16"), 224, OPENAI_DATASET_MEAN,
                       OPENAI_DATASET_STD, f"open_clip ViT-B-16 ({pretrained})")

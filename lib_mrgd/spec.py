@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .errors import SpecError
+
 SPEC_VERSION = 1
 MAX_REGIONS = 16
 MIN_SIZE, MAX_SIZE, SIZE_MULTIPLE = 64, 4096, 8
@@ -35,15 +37,6 @@ def grid_span(start: float, length: float, size: int) -> tuple[int, int]:
     """A box side ``[start, start + length)`` (fractions) rounded to a grid of ``size`` cells."""
     return (min(max(round(start * size), 0), size),
             min(max(round((start + length) * size), 0), size))
-
-
-class SpecError(ValueError):
-    """A rejected spec or argument. ``str(err)`` is ``"<field path>: <reason>"``."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
 
 
 class RegionKind(str, enum.Enum):
@@ -392,13 +385,13 @@ def load_spec(src: "EditSpec | Mapping[str, Any] | str | os.PathLike") -> EditSp
             path = Path(src)
             try:
                 text = path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise SpecError("spec", f"file not found: {path}") from None
+            except FileNotFoundError as exc:
+                raise SpecError("spec", f"file not found: {path}") from exc
             except (OSError, UnicodeDecodeError) as exc:
-                raise SpecError("spec", f"cannot read {path}: {exc}") from None
+                raise SpecError("spec", f"cannot read {path}: {exc}") from exc
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise SpecError("spec", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+            raise SpecError("spec", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
         return EditSpec.from_dict(data)
     raise SpecError("spec", f"expected a path, a JSON string or an object, got {_type_name(src)}")

@@ -8,7 +8,7 @@ import torch
 from lib_mrgd import ModelError, run_edit
 from lib_mrgd.guidance.guide import correct, output_per_x0, step_size, to_x0
 from lib_mrgd.guidance.losses import inherent_preservation, inter_image_similarity, region_specific
-from lib_mrgd.guidance.segmenter import load_segmenter, tiny_segmenter
+from lib_mrgd.backends.clipseg import load_segmenter, tiny_segmenter
 
 
 @pytest.fixture(scope="module")

@@ -146,26 +146,16 @@ def test_batch_count_note_reaches_the_infotext(tiny, script):
     assert "MRGD notes: " in processed.infotexts[0] and "batch count 3 forced to 1" in processed.infotexts[0]
 
 
-def test_guidance_runs_once_per_sampler_step_with_a_second_order_sampler(tiny, script, monkeypatch):
-    from lib_mrgd.webui import session
-
-    runtimes = []
-    original = session.Runtime.close
-
-    def keep(self):
-        runtimes.append(self)
-        return original(self)
-
-    monkeypatch.setattr(session.Runtime, "close", keep)
+def test_guidance_runs_once_per_sampler_step_with_a_second_order_sampler(tiny, script):
     p, processed = txt2img(script, SPEC, sampler_name="Heun", **FIELDS)
     assert p.scripts.errors == [] and len(processed.images) == 2
-    records = runtimes[-1].guidance.records
+    records = p.mrgd_runtime.edit.guidance.records
     assert [r["step"] for r in records] == list(range(FIELDS["steps"]))  # 6 steps, 11 model calls
 
 
 def test_a_corrupt_clipseg_file_names_its_folder(tmp_path, tiny):
     from lib_mrgd import ModelError
-    from lib_mrgd.guidance.segmenter import load_segmenter
+    from lib_mrgd.backends.clipseg import load_segmenter
 
     folder = tmp_path / "clipseg-rd64-refined"
     tiny.segmenter.model.save_pretrained(folder)

@@ -1,6 +1,3 @@
-"""Standalone model backends (diffusers models; never imported inside the WebUI)."""
-
-from .loaders import DEFAULT_MODEL, load_model
-from .pipeline import ModelError, Pipeline
-
-__all__ = ["DEFAULT_MODEL", "ModelError", "Pipeline", "load_model"]
+"""Model backends: the standalone diffusers pipelines (``loaders``, ``pipeline``, ``tiny``,
+``random_models``) and what both hosts share (``clipseg``, ``hub``, ``tokenizer``). Nothing is
+imported here, so the WebUI adapter loads only the shared modules it uses."""

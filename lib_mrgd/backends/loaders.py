@@ -9,15 +9,15 @@ line that says what to do, never a traceback.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
-from .pipeline import ModelError, Pipeline
+from ..errors import ModelError
+from .hub import CHECKPOINT_SUFFIXES, fetch_snapshot, looks_like_path
+from .pipeline import Pipeline
 from .tokenizer import clip_tokenizer
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 HUB_FILES = [
     "model_index.json", "scheduler/scheduler_config.json", "tokenizer/*",
@@ -53,8 +53,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ModelError(f"unknown device {device!r} (try cpu, cuda or cuda:1)") from None
+    except (RuntimeError, TypeError) as exc:
+        raise ModelError(f"unknown device {device!r} (try cpu, cuda or cuda:1)") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ModelError("device 'cuda' was asked for but no CUDA GPU is available here")
     return device
@@ -108,7 +108,7 @@ def load_diffusers_folder(folder: Path, device: torch.device, dtype: torch.dtype
         tokenizer = (CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
                      if (folder / "tokenizer" / "vocab.json").is_file() else clip_tokenizer())
     except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"{name}: cannot load the diffusers folder ({_first_line(exc)})") from None
+        raise ModelError(f"{name}: cannot load the diffusers folder ({_first_line(exc)})") from exc
     alphas, prediction = _schedule(folder)
     return Pipeline(unet, vae, text_encoder, tokenizer, name=name, device=device, dtype=dtype,
                     prediction_type=prediction, alphas_cumprod=alphas)
@@ -131,7 +131,7 @@ def _original_config(path: Path) -> dict:
         config["model"]["params"]["unet_config"]["params"]
         return config
     except Exception as exc:  # a broken yaml is the user's file: say which
-        raise ModelError(f"{yaml_path}: not a usable ldm model config ({_first_line(exc)})") from None
+        raise ModelError(f"{yaml_path}: not a usable ldm model config ({_first_line(exc)})") from exc
 
 
 def _text_config(original: dict, checkpoint_path: Path):
@@ -156,7 +156,7 @@ def load_single_file(path: Path, device: torch.device, dtype: torch.dtype) -> Pi
     try:
         checkpoint = sfu.load_single_file_checkpoint(str(path), local_files_only=True)
     except Exception as exc:
-        raise ModelError(f"{path}: cannot read the checkpoint ({_first_line(exc)})") from None
+        raise ModelError(f"{path}: cannot read the checkpoint ({_first_line(exc)})") from exc
     if "model.diffusion_model.input_blocks.0.0.weight" not in checkpoint:
         raise ModelError(f"{path}: not a Stable Diffusion checkpoint in the ldm layout")
     if "conditioner.embedders.1.model.ln_final.weight" in checkpoint:
@@ -184,7 +184,7 @@ def load_single_file(path: Path, device: torch.device, dtype: torch.dtype) -> Pi
     except ModelError:
         raise
     except Exception as exc:
-        raise ModelError(f"{path}: cannot convert the checkpoint ({_first_line(exc)})") from None
+        raise ModelError(f"{path}: cannot convert the checkpoint ({_first_line(exc)})") from exc
     tokenizer = (CLIPTokenizer.from_pretrained(text_folder)
                  if text_folder is not None and (text_folder / "vocab.json").is_file() else clip_tokenizer())
     params = original["model"]["params"]
@@ -197,37 +197,10 @@ def load_single_file(path: Path, device: torch.device, dtype: torch.dtype) -> Pi
                     prediction_type=prediction, alphas_cumprod=alphas)
 
 
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-
-
-def fetch_snapshot(repo_id: str, allow_patterns: list[str], subject: str, hint: str) -> Path:
-    """A hub repository from the local cache, else downloaded when the network allows; one
-    ModelError line otherwise. ``subject`` starts the message (``"model 'x' is"``)."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=allow_patterns, local_files_only=True))
-    except Exception:
-        if hub_offline():
-            raise ModelError(f"{subject} not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {hint}") from None
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=allow_patterns))
-    except Exception as exc:
-        raise ModelError(f"{subject} not in the local cache and could not be downloaded "
-                         f"({type(exc).__name__}); {hint}") from None
-
-
 def load_hub(repo_id: str, device: torch.device, dtype: torch.dtype) -> Pipeline:
     folder = fetch_snapshot(repo_id, HUB_FILES, f"model {repo_id!r} is",
                             "connect to the network once, or pass a local diffusers folder or .safetensors checkpoint")
     return load_diffusers_folder(folder, device, dtype, name=repo_id)
-
-
-def looks_like_path(name: str) -> bool:
-    """Hub ids are ``owner/name``; anything else is meant as a local file or folder."""
-    return (name.lower().endswith(CHECKPOINT_SUFFIXES) or name.startswith((".", "/", "~"))
-            or name.count("/") != 1)
 
 
 def load_model(name: str, device=None, dtype=None, clipseg: str | None = None) -> Pipeline:

@@ -16,10 +16,6 @@ from ..prompts import tokenize_prompt
 from ..sampling import scaled_linear_alphas_cumprod
 
 
-class ModelError(RuntimeError):
-    """A model that cannot be found or loaded; the message is one line for the user."""
-
-
 @dataclass
 class Pipeline:
     unet: torch.nn.Module  # diffusers UNet2DConditionModel
@@ -143,7 +139,7 @@ class Pipeline:
     def get_segmenter(self):
         """The CLIPSeg guidance model, loaded on first use (ModelError when unavailable)."""
         if self.segmenter is None:
-            from ..guidance.segmenter import load_segmenter
+            from .clipseg import load_segmenter
 
             self.segmenter = load_segmenter(self.clipseg, self.device, self.dtype)
         return self.segmenter

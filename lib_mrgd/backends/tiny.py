@@ -62,7 +62,7 @@ def build_tiny_models(seed: int = 0):
 
 def tiny_pipeline(seed: int = 0, device: str | torch.device | None = None,
                   dtype: torch.dtype | None = None) -> Pipeline:
-    from ..guidance.segmenter import tiny_segmenter
+    from .clipseg import tiny_segmenter
 
     unet, vae, text_encoder = build_tiny_models(seed)
     device, dtype = torch.device(device or "cpu"), dtype or torch.float32

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import torch
 
-from ..guidance.segmenter import CLIPSEG_FILES, DEFAULT_CLIPSEG, Segmenter, load_segmenter
+from ..backends.clipseg import CLIPSEG_FILES, DEFAULT_CLIPSEG, load_segmenter
+from ..backends.hub import fetch_snapshot
+from ..guidance.segmenter import Segmenter
 
 SECTION = ("mrgd", "Multi-Region Guided Diffusion")
 CLIPSEG_PATH = "mrgd_clipseg_path"
@@ -72,15 +74,5 @@ def _cached(folder_key: str, device_key: str, dtype_key: str, dtype, device) -> 
     folder = Path(folder_key)
     hint = f"put the files of {DEFAULT_CLIPSEG} (config.json, model.safetensors, tokenizer) in {folder}"
     if not (folder / "config.json").is_file():  # fetched into the WebUI's folder, not the hub cache
-        from huggingface_hub import snapshot_download
-
-        from ..backends.loaders import hub_offline
-        from ..backends.pipeline import ModelError
-
-        if hub_offline():
-            raise ModelError(f"CLIPSeg weights are missing and HF_HUB_OFFLINE is set; {hint}")
-        try:
-            snapshot_download(DEFAULT_CLIPSEG, allow_patterns=CLIPSEG_FILES, local_dir=str(folder))
-        except Exception as exc:
-            raise ModelError(f"CLIPSeg weights are missing and could not be downloaded ({type(exc).__name__}); {hint}") from None
+        fetch_snapshot(DEFAULT_CLIPSEG, CLIPSEG_FILES, "CLIPSeg weights are", hint, local_dir=folder)
     return load_segmenter(folder, device, dtype, fill_hint=hint)
