@@ -8,11 +8,8 @@ import contextlib
 import torch
 
 from lib_mrgd import load_spec
-from lib_mrgd.attention.controller import build_controller
 from lib_mrgd.attention.patcher import patched
-from lib_mrgd.conditioning import encode_layers, layer_prompts
-from lib_mrgd.fusion import RegionFusion
-from lib_mrgd.layout import Layout
+from lib_mrgd.engine import build_edit
 
 from .timing import compare, markdown_table
 
@@ -27,13 +24,10 @@ def run(pipeline, size: int = 256, rounds: int = 7) -> str:
                          "target": "a girl in a blue sweater", "keywords": ["girl"]},
                         {"box": [0.5, 0.25, 0.5, 0.5], "source": "", "target": "a dog"}]}
 
-    def variant(method: str | None, options: dict, progress: float, total: bool = False):
-        """``method`` None: fusion alone, no patching."""
-        spec = load_spec({**base, "options": options})
-        layout = Layout.from_spec(spec, pipeline.latent_multiple, total_region=total)
-        cond = encode_layers(layer_prompts(spec, layout), pipeline)
-        controller = build_controller(spec, layout, cond, pipeline, method)[0] if method else None
-        fusion = RegionFusion(layout, cond.contexts, pipeline.denoise, controller=controller)
+    def variant(method: str, options: dict, progress: float, control: bool = True):
+        """``control`` False: the method's layout fused without attention control or patching."""
+        edit = build_edit(load_spec({**base, "options": options}), method, pipeline, control=control, guided=False)
+        controller, fusion = edit.controller, edit.fusion
 
         def step():
             hooks = patched(pipeline.unet, controller) if controller else contextlib.nullcontext()
@@ -42,12 +36,12 @@ def run(pipeline, size: int = 256, rounds: int = 7) -> str:
         return step
 
     variants = {
-        "unpatched": variant(None, {}, 0.0),
+        "unpatched": variant("multidiffusion", {}, 0.0),
         "patched, idle": variant("p2p", ZERO, 0.0),
         "p2p edits": variant("p2p", {}, 0.0),
         # at 0.6 of sampling r_total is on, maps are captured for selection and KSSA acts
-        "r_total unpatched": variant(None, {}, 0.6, total=True),
-        "mrgd capture + KSSA": variant("mrgd", ZERO, 0.6, total=True),
+        "r_total unpatched": variant("mrgd", {}, 0.6, control=False),
+        "mrgd capture + KSSA": variant("mrgd", ZERO, 0.6),
     }
     with torch.no_grad():
         times = compare(variants, rounds=rounds)

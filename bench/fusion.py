@@ -6,9 +6,8 @@ from __future__ import annotations
 import torch
 
 from lib_mrgd import load_spec
-from lib_mrgd.conditioning import encode_layers, layer_prompts
+from lib_mrgd.engine import build_edit
 from lib_mrgd.fusion import RegionFusion
-from lib_mrgd.layout import Layout
 
 from .timing import compare, markdown_table
 
@@ -27,9 +26,7 @@ def run(pipeline, size: int = 256, rounds: int = 7) -> str:
     def fusion_for(n: int, max_batch: int | None = None) -> RegionFusion:
         spec = load_spec({"width": size, "height": size, "background": "a room", "negative": "blurry",
                           "regions": _grid_regions(n)})
-        layout = Layout.from_spec(spec, pipeline.latent_multiple)
-        contexts = encode_layers(layer_prompts(spec, layout), pipeline).contexts
-        return RegionFusion(layout, contexts, pipeline.denoise, max_batch=max_batch)
+        return build_edit(spec, "multidiffusion", pipeline, max_batch=max_batch).fusion
 
     counts = (1, 2, 4, 8)
     variants = {"plain": fusion_for(0)}

@@ -32,7 +32,7 @@ class RegionFusion:
     def __init__(self, layout: Layout, contexts: Mapping[Key, torch.Tensor], denoiser: Denoiser,
                  max_batch: int | None = None, controller=None):
         self.layout = layout
-        self.contexts = contexts
+        self.contexts = contexts  # as built; never reassigned (calls pass their own)
         self.denoiser = denoiser
         self.max_batch = max_batch
         self.controller = controller  # attention control: told the progress and every call's rows
@@ -45,9 +45,11 @@ class RegionFusion:
         return self._weights[key]
 
     def plan(self, progress: float, images: Sequence[int] = IMAGES,
-             branches: Sequence[Branch] = (Branch.COND, Branch.UNCOND)) -> list[BatchLayout]:
+             branches: Sequence[Branch] = (Branch.COND, Branch.UNCOND),
+             contexts: Mapping[Key, torch.Tensor] | None = None) -> list[BatchLayout]:
         """The UNet calls of one step: rows grouped by crop size and context length, with each
         layer's source and target rows side by side."""
+        contexts = self.contexts if contexts is None else contexts
         groups: dict[tuple, list[Row]] = defaultdict(list)
         used = {image: self.layout.contributing(image, progress) for image in images}
         for layer in self.layout.layers:
@@ -55,7 +57,7 @@ class RegionFusion:
                 for image in images:
                     if layer.index not in used[image]:
                         continue
-                    context = self.contexts[(layer.index, image, branch)]
+                    context = contexts[(layer.index, image, branch)]
                     groups[(layer.window.size, context.shape[0])].append(
                         Row(image, layer.index, branch, layer.window))
         calls = []
@@ -66,17 +68,20 @@ class RegionFusion:
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor | float, progress: float,
                  images: Sequence[int] = IMAGES,
-                 branches: Sequence[Branch] = (Branch.COND, Branch.UNCOND)) -> dict[Branch, torch.Tensor]:
-        """Fused raw outputs per branch for the latents ``x`` (one row per entry of ``images``)."""
+                 branches: Sequence[Branch] = (Branch.COND, Branch.UNCOND),
+                 contexts: Mapping[Key, torch.Tensor] | None = None) -> dict[Branch, torch.Tensor]:
+        """Fused raw outputs per branch for the latents ``x`` (one row per entry of ``images``);
+        ``contexts`` replaces the built ones for this call (a step's tuned negatives)."""
+        contexts = self.contexts if contexts is None else contexts
         if self.controller is not None:
             self.controller.set_progress(progress)
         pos = {image: i for i, image in enumerate(images)}
         out = {branch: torch.zeros_like(x) for branch in branches}
         weights = {image: self._blend(image, progress, x) for image in images}
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32).reshape(-1)[:1]
-        for batch in self.plan(progress, images, branches):
+        for batch in self.plan(progress, images, branches, contexts):
             crops = torch.stack([x[pos[r.image]][(slice(None), *r.window.slices)] for r in batch.rows])
-            context = torch.stack([self.contexts[(r.layer, r.image, r.branch)] for r in batch.rows])
+            context = torch.stack([contexts[(r.layer, r.image, r.branch)] for r in batch.rows])
             with self.controller.call(batch) if self.controller is not None else contextlib.nullcontext():
                 result = self.denoiser(crops, t.expand(len(batch)), context.to(x), batch)
             for row, y in zip(batch.rows, result):

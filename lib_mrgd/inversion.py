@@ -30,24 +30,21 @@ from typing import Any, Callable
 import torch
 from PIL import Image
 
-from .conditioning import Key, encode_layers, layer_prompts
+from .conditioning import Key
+from .engine import EditDenoiser, build_edit
+from .method import check_method
+from .errors import InversionError
 from .fusion import RegionFusion
 from .images import prepare
 from .layout import SOURCE, TARGET, Branch, Layer, LayerKind, Layout
-from .sampling import DDIMSampler, apply_cfg
-from .spec import EditSpec, SpecError, load_spec
+from .progress import progress_bar
+from .sampling import DDIMSampler, apply_cfg, sample
+from .spec import EditSpec, load_spec
 
 FORMAT = "mrgd-inversion/1"
 INNER_STEPS = 10
 REFINE = 3
 EARLY_STOP, EARLY_STOP_PER_STEP = 1e-5, 2e-5
-
-
-class InversionError(SpecError):
-    """An inversion file that cannot be used for this spec or model; ``inversion: ...``."""
-
-    def __init__(self, reason: str):
-        super().__init__("inversion", reason)
 
 
 def layer_key(layer: Layer) -> str:
@@ -104,14 +101,14 @@ class Inversion:
                 meta = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as exc:
-            raise InversionError(f"{path} is not a readable inversion file ({type(exc).__name__})") from None
+            raise InversionError(f"{path} is not a readable inversion file ({type(exc).__name__})") from exc
         if meta.get("format") != FORMAT or "latent" not in tensors:
             raise InversionError(f"{path} is not an mrgd inversion file")
         try:
             metadata = {k: json.loads(v) for k, v in meta.items() if k != "format"}
             steps = int(metadata["steps"])
-        except (ValueError, KeyError):
-            raise InversionError(f"{path} has damaged metadata") from None
+        except (ValueError, KeyError) as exc:
+            raise InversionError(f"{path} has damaged metadata") from exc
         null_texts: list[dict[str, torch.Tensor]] = [{} for _ in range(steps)]
         for name, value in tensors.items():
             if name.startswith("null."):
@@ -154,8 +151,8 @@ def with_null_texts(tuned: dict[str, torch.Tensor], base: dict[Key, torch.Tensor
     return out
 
 
-def _fused_source(fusion: RegionFusion, x, t, progress, branch: Branch) -> torch.Tensor:
-    return fusion(x, t, progress, images=(SOURCE,), branches=(branch,))[branch]
+def _fused_source(fusion: RegionFusion, x, t, progress, branch: Branch, contexts) -> torch.Tensor:
+    return fusion(x, t, progress, images=(SOURCE,), branches=(branch,), contexts=contexts)[branch]
 
 
 @dataclass
@@ -175,7 +172,7 @@ def invert_latent(z0: torch.Tensor, fusion: RegionFusion, grid: DDIMSampler, cfg
                   tick: Callable[[str, bool], None] | None = None) -> Tuned:
     """Invert a clean latent on ``grid`` and tune each layer's negative embedding per step.
 
-    ``fusion`` holds the source contexts (restored afterwards, also when interrupted);
+    ``fusion`` holds the source contexts (tuned ones are passed per call, never stored);
     ``progress_of(i)`` is the sampling progress the host will report at step ``i`` (default
     ``i / len(grid)``), so layers join and leave as they will during the edit.
     ``tick(phase, step_finished)`` is called before the first step, before every further UNet
@@ -183,15 +180,7 @@ def invert_latent(z0: torch.Tensor, fusion: RegionFusion, grid: DDIMSampler, cfg
     bar counts the finished steps; a host checks its interrupt flag at every call (an exception
     there stops the inversion within one evaluation).
     """
-    base = dict(fusion.contexts)
-    try:
-        return _invert(z0, fusion, grid, cfg_scale, layout, progress_of, refine, inner_steps,
-                       tick or (lambda phase, finished: None))
-    finally:
-        fusion.contexts = base
-
-
-def _invert(z0, fusion, grid, cfg_scale, layout, progress_of, refine, inner_steps, tick) -> Tuned:
+    tick = tick or (lambda phase, finished: None)
     n = len(grid.timesteps)
     progress_of = progress_of or (lambda i: i / n)
     base = dict(fusion.contexts)
@@ -201,10 +190,10 @@ def _invert(z0, fusion, grid, cfg_scale, layout, progress_of, refine, inner_step
     tick("inversion", False)
     for i in reversed(range(n)):
         t, p = grid.timesteps[i], progress_of(i)
-        guess = grid.invert_step(x, _fused_source(fusion, x, t, p, Branch.COND), i)
+        guess = grid.invert_step(x, _fused_source(fusion, x, t, p, Branch.COND, base), i)
         for _ in range(refine):
             tick("inversion", False)
-            guess = grid.invert_step(x, _fused_source(fusion, guess, t, p, Branch.COND), i)
+            guess = grid.invert_step(x, _fused_source(fusion, guess, t, p, Branch.COND, base), i)
         x = trajectory[i] = guess
         tick("inversion", True)
     inversion_s = time.perf_counter() - t0
@@ -222,16 +211,14 @@ def _invert(z0, fusion, grid, cfg_scale, layout, progress_of, refine, inner_step
         p = progress_of(i)
         active = [l for l in layout.layers if l.index in layout.contributing(SOURCE, p) and l.present[SOURCE]]
         keys = [(l.index, SOURCE, Branch.UNCOND) for l in active]
-        fusion.contexts = {**base, **current}
-        eps_cond = _fused_source(fusion, x, t, p, Branch.COND)
+        eps_cond = _fused_source(fusion, x, t, p, Branch.COND, {**base, **current})
         params = {k: current[k].clone().float().requires_grad_(True) for k in keys}
         opt = torch.optim.Adam(params.values(), lr=1e-2 * (1 - i / 100))
         used, loss_value = 0, float("nan")
         with torch.enable_grad():
             for _ in range(inner_steps):
                 tick("null-text", False)
-                fusion.contexts = {**base, **current, **params}
-                eps_uncond = _fused_source(fusion, x, t, p, Branch.UNCOND)
+                eps_uncond = _fused_source(fusion, x, t, p, Branch.UNCOND, {**base, **current, **params})
                 x_prev = grid.step(x, apply_cfg(eps_cond, eps_uncond, cfg_scale), i)
                 loss = torch.nn.functional.mse_loss(x_prev.float(), trajectory[i + 1].float())
                 # gradients for the embeddings only: a host's model weights may require grad
@@ -245,8 +232,7 @@ def _invert(z0, fusion, grid, cfg_scale, layout, progress_of, refine, inner_step
         for k in keys:
             current[k] = params[k].detach().to(current[k].dtype)
         null_texts.append({layer_key(layout.layers[k[0]]): current[k].clone() for k in keys})
-        fusion.contexts = {**base, **current}
-        eps_uncond = _fused_source(fusion, x, t, p, Branch.UNCOND)
+        eps_uncond = _fused_source(fusion, x, t, p, Branch.UNCOND, {**base, **current})
         x = grid.step(x, apply_cfg(eps_cond, eps_uncond, cfg_scale), i)
         inner_counts.append(used)
         losses.append(loss_value)
@@ -262,18 +248,15 @@ def invert(image, spec, pipeline, method: str = "mrgd", progress: bool = True,
     ``refine``: fixed-point iterations per inversion step (0 = plain first-order DDIM inversion).
     At CFG 1 the unconditional branch is never used, so there is nothing to tune.
     """
-    from .runner import _progress_bar, check_method
-
     started = time.perf_counter()
     check_method(method)
     spec = load_spec(spec).resolved()
     photo, notes = prepare(image, spec.width, spec.height)
-    layout = Layout.from_spec(spec, pipeline.latent_multiple, total_region=method == "mrgd" and spec.options.total_region)
-    cond = encode_layers(layer_prompts(spec, layout), pipeline)
-    fusion = RegionFusion(layout, cond.contexts, pipeline.denoise)
+    edit = build_edit(spec, method, pipeline, control=False)
+    layout = edit.layout
     grid = DDIMSampler(pipeline.alphas_cumprod, spec.steps)
-    with _progress_bar(2 * spec.steps, progress) as bar:
-        tuned = invert_latent(pipeline.encode_image(photo), fusion, grid, spec.cfg_scale, layout,
+    with progress_bar(2 * spec.steps, progress) as bar:
+        tuned = invert_latent(pipeline.encode_image(photo), edit.fusion, grid, spec.cfg_scale, layout,
                               refine=refine, inner_steps=inner_steps,
                               tick=lambda phase, finished: bar.update(int(finished)))
     metadata = {
@@ -291,19 +274,11 @@ def reconstruct(inversion: Inversion, spec, pipeline, null_text: bool = True) ->
     """The source alone, sampled from the inverted noise at the spec's CFG, with the tuned
     embeddings (``null_text``) or the plain negative prompts; final latent (1, C, h, w)."""
     spec = load_spec(spec).resolved()
-    layout = Layout.from_spec(spec, pipeline.latent_multiple,
-                              total_region=inversion.metadata.get("method") == "mrgd" and spec.options.total_region)
-    cond = encode_layers(layer_prompts(spec, layout), pipeline)
-    fusion = RegionFusion(layout, cond.contexts, pipeline.denoise)
-    sampler = DDIMSampler(pipeline.alphas_cumprod, spec.steps)
-    x = inversion.latent.to(pipeline.device)
-    for i, t in enumerate(sampler.timesteps):
-        if null_text:
-            fusion.contexts = inversion.contexts(i, cond.contexts, layout)
-        eps_cond = _fused_source(fusion, x, t, i / spec.steps, Branch.COND)
-        eps_uncond = _fused_source(fusion, x, t, i / spec.steps, Branch.UNCOND) if spec.cfg_scale != 1 else None
-        x = sampler.step(x, apply_cfg(eps_cond, eps_uncond, spec.cfg_scale), i)
-    return x
+    edit = build_edit(spec, inversion.metadata.get("method", "p2p"), pipeline, control=False)
+    contexts_at = (lambda i: inversion.contexts(i, edit.contexts, edit.layout)) if null_text else None
+    denoiser = EditDenoiser(edit, DDIMSampler(pipeline.alphas_cumprod, spec.steps), images=(SOURCE,),
+                            contexts_at=contexts_at, separate=True)
+    return sample(denoiser, inversion.latent.to(pipeline.device), denoiser.grid)
 
 
 def latent_psnr(reference: torch.Tensor, latent: torch.Tensor) -> float:

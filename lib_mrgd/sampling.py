@@ -7,6 +7,7 @@ sampling will use, so both use :func:`ddim_timesteps`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -68,3 +69,14 @@ def apply_cfg(cond: torch.Tensor, uncond: torch.Tensor | None, scale: float) -> 
     if uncond is None:
         return cond
     return uncond + scale * (cond - uncond)
+
+
+def sample(denoiser: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, grid: DDIMSampler,
+           callback: Callable[[int, torch.Tensor], bool | None] | None = None) -> torch.Tensor:
+    """DDIM over ``grid``: ``denoiser(x, i)`` gives eps at step ``i`` (0 = the noisiest);
+    ``callback(i, x)`` sees each new latent and stops sampling by returning True."""
+    for i in range(grid.steps):
+        x = grid.step(x, denoiser(x, i), i)
+        if callback is not None and callback(i, x):
+            break
+    return x

@@ -10,6 +10,7 @@ from PIL import Image
 
 from standin.harness import FIELDS, SPEC, img2img, txt2img
 
+from lib_mrgd.layout import Branch
 from lib_mrgd.webui.patches import is_ours
 
 
@@ -69,8 +70,7 @@ def _mrgd_json(processed) -> dict:
 
 
 def test_main_prompt_goes_to_common_or_to_background(tiny, script, monkeypatch):
-    from lib_mrgd import conditioning
-    from lib_mrgd.webui import session
+    from lib_mrgd import conditioning, engine
 
     seen = []
 
@@ -78,14 +78,14 @@ def test_main_prompt_goes_to_common_or_to_background(tiny, script, monkeypatch):
         seen.append(dict(prompts))
         return conditioning.encode_layers(prompts, model)
 
-    monkeypatch.setattr(session, "encode_layers", spy)
+    monkeypatch.setattr(engine, "encode_layers", spy)
     on = {**SPEC, "background": "a sofa"}
     p, processed = txt2img(script, on, **FIELDS)
     prompts = seen[-1]
     # every layer starts with the main prompt; the background layer adds the panel's Background
-    assert prompts[(0, 0, session.Branch.COND)] == "a living room, best quality, a sofa"
-    assert prompts[(1, 1, session.Branch.COND)] == "a living room, best quality, a girl in a blue sweater"
-    assert prompts[(1, 1, session.Branch.UNCOND)] == "blurry"
+    assert prompts[(0, 0, Branch.COND)] == "a living room, best quality, a sofa"
+    assert prompts[(1, 1, Branch.COND)] == "a living room, best quality, a girl in a blue sweater"
+    assert prompts[(1, 1, Branch.UNCOND)] == "blurry"
     assert (p.prompt, p.negative_prompt) == (FIELDS["prompt"], FIELDS["negative_prompt"])
     restored = _mrgd_json(processed)
     assert restored["background"] == "a sofa" and "common" not in restored
@@ -93,8 +93,8 @@ def test_main_prompt_goes_to_common_or_to_background(tiny, script, monkeypatch):
     off = {**SPEC, "background": "ignored", "main_prompt_common": False}
     p, processed = txt2img(script, off, **FIELDS)
     prompts = seen[-1]
-    assert prompts[(0, 0, session.Branch.COND)] == "a living room, best quality"  # the main prompt is r_bg
-    assert prompts[(1, 1, session.Branch.COND)] == "a girl in a blue sweater"
+    assert prompts[(0, 0, Branch.COND)] == "a living room, best quality"  # the main prompt is r_bg
+    assert prompts[(1, 1, Branch.COND)] == "a girl in a blue sweater"
     restored = _mrgd_json(processed)
     assert restored["main_prompt_common"] is False and "background" not in restored
     assert restored["common"] == ""

@@ -30,6 +30,7 @@ import torch
 from ..conditioning import SEPARATOR, Conditioning, TextModel, content_ids, total_parts
 from ..keywords import Keyword, entropy_bits, positions_of, select, tag_positions
 from ..layout import SOURCE, TARGET, BatchLayout, Branch, Layout, LayerKind
+from ..method import MethodPlan
 from ..spec import EditSpec, RegionKind
 from .mappers import Mapper, make_mapper
 from .patcher import Site, merge, probabilities, project, sdpa
@@ -333,7 +334,7 @@ def build_controller(spec: EditSpec, layout: Layout, cond: Conditioning, model: 
 
     kw_plan = None
     total = layout.total
-    if method == "mrgd" and total is not None and (o.keyword_selection or o.kssa):
+    if MethodPlan.of(method, o, bool(spec.regions)).keywords and total is not None:
         separator = content_ids(model, SEPARATOR)
         tags, tokens, ids = {}, {}, {}
         for image in (SOURCE, TARGET):

@@ -42,6 +42,36 @@ class HostTextModel:
         return self._vocab.convert_ids_to_tokens(list(ids))
 
 
+class HostModel(HostTextModel):
+    """The loaded checkpoint as the engine's ``EditModel``: the host's text encoder, VAE and
+    schedule; ``denoise`` is the adapter's call into the sampler's inner model (it needs the
+    current host call's extra arguments), ``segmenter`` loads CLIPSeg on first use."""
+
+    def __init__(self, sd_model, denoise, segmenter=None):
+        super().__init__(sd_model)
+        self.denoise = denoise
+        self._segmenter = segmenter
+        self.latent_multiple = latent_multiple(unet(sd_model))
+        self.vae_scale = float(sd_model.scale_factor)
+        self.decode_tensor = decode_for_guidance(sd_model)
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        return self.sd_model.alphas_cumprod.detach().double().cpu()
+
+    def encode_image(self, image) -> torch.Tensor:
+        raise NotImplementedError("the WebUI encodes the init image itself")
+
+    def get_segmenter(self):
+        return self._segmenter()
+
+
+def latent_multiple(unet_model: torch.nn.Module) -> int:
+    """2 ** (the UNet's downsamplings)."""
+    downs = sum(1 for m in unet_model.modules() if type(m).__name__ in ("Downsample", "Downsample2D"))
+    return 2 ** downs if downs else 8
+
+
 def check_model(sd_model) -> None:
     """Refuse models mrgd cannot drive yet, with a message for the user."""
     if getattr(sd_model, "is_sdxl", False) or getattr(sd_model, "is_sd3", False):
@@ -111,8 +141,9 @@ def decode_for_guidance(sd_model):
     vae = sd_model.first_stage_model
     dtype = next(vae.parameters()).dtype
 
-    def decode(z: torch.Tensor) -> torch.Tensor:
-        return vae.decode(z.to(dtype) / sd_model.scale_factor).float() / 2 + 0.5
+    def decode(z: torch.Tensor, clamp: bool = False) -> torch.Tensor:
+        images = vae.decode(z.to(dtype) / sd_model.scale_factor).float() / 2 + 0.5
+        return images.clamp(0, 1) if clamp else images
 
     return decode
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from ..backends.pipeline import ModelError
-from ..spec import SpecError
-from . import host, session, settings
+from ..errors import ModelError, SpecError
+from . import host, runtime, session, settings
 from .ui import TITLE, build_panel
 
 log = logging.getLogger("mrgd")
@@ -39,7 +38,7 @@ def process_before_every_sampling(p, *args, **kwargs) -> None:
     x = kwargs.get("x")
     try:
         device = next(host.unet(p.sd_model).parameters()).device
-        session.Runtime(p, s, x, guidance_segmenter=lambda: settings.segmenter(device))
+        runtime.Runtime(p, s, x, guidance_segmenter=lambda: settings.segmenter(device))
     except (SpecError, ModelError) as exc:
         session.refuse(p, exc if isinstance(exc, SpecError) else SpecError("guidance", str(exc)))
     except Exception as exc:  # never generate a silent non-MRGD pair
