@@ -13,7 +13,7 @@ from lib_mrgd.engine import build_edit
 
 from .timing import compare, markdown_table
 
-ZERO = {f"inject_{k}": [0.0, 0.0] for k in ("background", "inherent", "edit", "total", "add_remove")}
+ZERO = {f"inject_{k}": [0.0, 0.0] for k in ("background", "inherent", "edit", "total")}
 
 
 def run(pipeline, size: int = 256, rounds: int = 7) -> str:

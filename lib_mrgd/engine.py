@@ -18,7 +18,7 @@ import torch
 
 from .attention.controller import EditController, build_controller
 from .conditioning import Conditioning, Key, TextModel, encode_layers, layer_prompts
-from .fusion import Denoiser, RegionFusion
+from .fusion import RegionFusion
 from .guidance.guide import Guidance
 from .guidance.segmenter import Segmenter
 from .layout import IMAGES, Branch, Layout
@@ -77,12 +77,11 @@ class Edit:
 
 
 def build_edit(spec: EditSpec, method: str, model: EditModel, max_batch: int | None = None,
-               denoiser: Denoiser | None = None, control: bool = True, guided: bool = True) -> Edit:
+               control: bool = True, guided: bool = True) -> Edit:
     """The edit of a resolved ``spec`` with ``method`` on ``model``.
 
-    ``denoiser`` replaces ``model.denoise`` (a host that wraps its own call); ``control`` False
-    builds only what inversion needs (layout, conditioning, fusion); ``guided`` False leaves
-    guidance out where the host cannot provide it.
+    ``control`` False builds only what inversion needs (layout, conditioning, fusion); ``guided``
+    False leaves guidance out where the host cannot provide it.
     """
     plan = MethodPlan.of(method, spec.options, bool(spec.regions))
     layout = Layout.from_spec(spec, model.latent_multiple, total_region=plan.total_region)
@@ -92,7 +91,7 @@ def build_edit(spec: EditSpec, method: str, model: EditModel, max_batch: int | N
     if control and plan.attention:
         controller, warnings = build_controller(spec, layout, cond, model, method)
     encode_s = time.perf_counter() - t0
-    fusion = RegionFusion(layout, cond.contexts, denoiser or model.denoise, max_batch=max_batch,
+    fusion = RegionFusion(layout, cond.contexts, model.denoise, max_batch=max_batch,
                           controller=controller)
     edit = Edit(spec, plan, layout, cond, fusion, controller, None, list(warnings), encode_s)
     if control and guided and plan.guidance:
@@ -110,10 +109,9 @@ class EditDenoiser:
     reconstruction repeats the tuned trajectory exactly.
     """
 
-    def __init__(self, edit: Edit, grid: DDIMSampler, images=IMAGES, contexts_at=None,
-                 separate: bool = False, fusion: RegionFusion | None = None):
+    def __init__(self, edit: Edit, grid: DDIMSampler, images=IMAGES, contexts_at=None, separate: bool = False):
         self.edit, self.grid, self.images = edit, grid, tuple(images)
-        self.fusion = fusion or edit.fusion
+        self.fusion = edit.fusion
         self.contexts_at = contexts_at
         self.separate = separate
         scale = edit.spec.cfg_scale

@@ -142,6 +142,11 @@ def _fraction_pair(value: Any, path: str) -> list[float]:
     return _list(_float(0.0, 1.0), length=2)(value, path)
 
 
+# options older specs and infotexts may carry; accepted and dropped (added or removed objects
+# exist in one image only, so there was never a pair to inject between)
+RETIRED_OPTIONS = ("inject_add_remove",)
+
+
 def _check_fields(cls, data: Mapping[str, Any], path: str) -> dict[str, Any]:
     """Check a mapping against a dataclass whose fields carry a ``check`` in their metadata."""
     if not isinstance(data, Mapping):
@@ -169,7 +174,7 @@ def _opt(default: Any, check) -> Any:
 
 @dataclass
 class Options:
-    """Method switches and hyper-parameters. Defaults follow DESIGN.md and the paper.
+    """Method switches and hyper-parameters. Defaults follow the paper and the authors' code (README: Options).
 
     Fractions of steps count from the start of sampling (0 = first step, 1 = the end).
     Injection pairs are ``[cross, self]``: the fraction of a layer's steps, from the step it joins
@@ -205,10 +210,11 @@ class Options:
     inject_inherent: list[float] = _opt([1.0, 0.7], _fraction_pair)
     inject_edit: list[float] = _opt([0.6, 0.3], _fraction_pair)
     inject_total: list[float] = _opt([0.5, 0.2], _fraction_pair)
-    inject_add_remove: list[float] = _opt([0.0, 0.0], _fraction_pair)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], path: str = "options") -> "Options":
+        if isinstance(data, Mapping):  # keys of older releases that never had an effect
+            data = {k: v for k, v in data.items() if k not in RETIRED_OPTIONS}
         return cls(**_check_fields(cls, data, path))
 
     def to_dict(self) -> dict[str, Any]:

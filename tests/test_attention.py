@@ -10,7 +10,7 @@ from skimage.metrics import structural_similarity
 from lib_mrgd import load_spec, run_edit
 from lib_mrgd.attention.controller import EditController, PairPlan, _levels
 from lib_mrgd.attention.mappers import swap_mapper
-from lib_mrgd.attention.patcher import find_sites, leftover_patches, merge, patched, project, sdpa
+from lib_mrgd.attention.patcher import find_sites, merge, patched, project, sdpa
 from lib_mrgd.layout import BatchLayout, Branch, Layout, Row, Window
 
 
@@ -68,6 +68,11 @@ class Always:
 class Never(Always):
     def wants(self, site, x, context):
         return False
+
+
+def leftover_patches(unet: torch.nn.Module) -> list[str]:
+    """Names of modules that still carry an instance ``forward`` (should be none)."""
+    return [name for name, m in unet.named_modules() if "forward" in vars(m)]
 
 
 def _unet_out(tiny, x, ctx):

@@ -9,8 +9,9 @@ and put back on detach.
 
 Families and their call signatures:
 - diffusers ``Attention``: ``forward(hidden_states, encoder_hidden_states=None, attention_mask=None, **kw)``
-- ldm / sgm ``CrossAttention`` (WebUI): ``forward(x, context=None, mask=None, **kw)``
-- Forge ``CrossAttention``: same, plus ``value=`` and ``transformer_options=``; no ``scale``.
+- ldm / sgm ``CrossAttention`` (WebUI): ``forward(x, context=None, mask=None, **kw)``; a module
+  without ``scale`` gets the standard ``head_dim ** -0.5``, and a call with ``value=`` is left to
+  the module.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Site:
     @property
     def scale(self) -> float:
         scale = getattr(self.module, "scale", None)
-        if scale is None:  # Forge's CrossAttention has none
+        if scale is None:  # some attention classes keep no scale
             scale = (self.module.to_q.out_features // self.heads) ** -0.5
         return float(scale)
 
@@ -135,11 +136,6 @@ def patched(unet: torch.nn.Module, hook: Hook) -> Iterator[list[Site]]:
         yield sites
     finally:
         detach(sites)
-
-
-def leftover_patches(unet: torch.nn.Module) -> list[str]:
-    """Names of attention modules that still carry an instance ``forward`` (should be none)."""
-    return [name for name, m in unet.named_modules() if "forward" in vars(m)]
 
 
 # -- the parts of one attention call -------------------------------------------------------------

@@ -34,12 +34,6 @@ def to_x0(out: torch.Tensor, x: torch.Tensor, alpha_bar: float, space: str) -> t
     return (x - (1 - alpha_bar) ** 0.5 * out) / alpha_bar**0.5
 
 
-def from_x0(x0: torch.Tensor, x: torch.Tensor, alpha_bar: float, space: str) -> torch.Tensor:
-    if space == "x0":
-        return x0
-    return (x - alpha_bar**0.5 * x0) / (1 - alpha_bar) ** 0.5
-
-
 def step_size(alpha_bar: float) -> float:
     return (1 - alpha_bar) / alpha_bar**0.5
 

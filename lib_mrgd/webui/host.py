@@ -1,4 +1,4 @@
-"""What mrgd reads from the WebUI's model objects (AUTOMATIC1111 v1.10, SD1/SD2 checkpoints).
+"""What mrgd reads from the WebUI's model objects (AUTOMATIC1111 v1.10, SD1 checkpoints).
 
 Kept apart so the rest of the adapter talks to plain functions, and so the tests' stand-in of the
 WebUI only has to match these few attributes: ``get_learned_conditioning``, the hijacked text

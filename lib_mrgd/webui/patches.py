@@ -2,14 +2,13 @@
 
 Every patch mrgd puts on a host object is an instance attribute recorded here; ``undo`` puts back
 exactly what was there (another extension's instance attribute included) or deletes ours, in
-reverse order. Patched callables carry a marker so a sweep can find leftovers of a crashed run.
+reverse order.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-MARK = "mrgd_patch"
 _MISSING = object()
 
 
@@ -20,11 +19,7 @@ class Patches:
     def set(self, obj: object, name: str, value: Callable) -> None:
         previous = vars(obj).get(name, _MISSING)
 
-        def patched(*args, **kwargs):
-            return value(*args, **kwargs)
-
-        setattr(patched, MARK, True)
-        setattr(obj, name, patched)
+        setattr(obj, name, value)
         self._undo.append((obj, name, previous))
 
     def undo(self) -> None:
@@ -38,6 +33,3 @@ class Patches:
     def __len__(self) -> int:
         return len(self._undo)
 
-
-def is_ours(value: Any) -> bool:
-    return bool(getattr(value, MARK, False))
