@@ -1,10 +1,34 @@
-"""Shared fixtures: the tiny seeded models (built once per session, never downloaded)."""
+"""Shared fixtures: the tiny seeded models (built once per session, never downloaded), and the
+test tiers as markers (``pytest -m unit`` runs one tier alone): ``browser`` for the panel in
+Chromium, ``host`` for the stand-in WebUI, ``tiny`` for anything that builds a model, ``unit``
+for the rest."""
 
 from __future__ import annotations
 
 import copy
 
 import pytest
+
+HOST_FILES = ("test_webui.py", "test_webui_host.py")
+UNIT_FILES = ("test_spec.py", "test_layout.py", "test_keywords.py", "test_mappers.py", "test_prompts.py",
+              "test_importer.py", "test_engine.py")
+
+
+def _tier(item) -> str:
+    name = item.path.name
+    if name == "test_browser.py":
+        return "browser"
+    if name in HOST_FILES or "script" in item.fixturenames:
+        return "host"
+    if name in UNIT_FILES and "tiny" not in item.fixturenames:
+        return "unit"
+    return "tiny"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(getattr(pytest.mark, _tier(item)))
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,8 @@ def test_single_file_ldm_checkpoint_converts_exactly(tiny, tmp_path):
 def test_single_file_without_its_yaml_is_refused_clearly(tiny, tmp_path):
     path = export_ldm(tiny.unet, tiny.vae, tiny.text_encoder, tmp_path)
     path.with_suffix(".yaml").unlink()
-    with pytest.raises(ModelError, match=r"tiny-ldm.safetensors: cannot convert the checkpoint|does not fit"):
+    # the tiny UNet is not SD1's shape, so without its .yaml the SD1 config cannot hold it
+    with pytest.raises(ModelError, match=r"tiny-ldm.safetensors: cannot convert the checkpoint \(RuntimeError"):
         load_pipeline(str(path), device="cpu")
 
 

@@ -68,7 +68,9 @@ def test_save_load_round_trip_and_reuse(tiny, inverted, tmp_path):
     # the same inversion serves other edits of the same source: new targets, a region added at the end
     other = {**SPEC, "regions": [{**SPEC["regions"][0], "target": "a yellow flower"}, SPEC["regions"][1],
                                  {"box": [0.5, 0.0, 0.5, 0.5], "target": "a butterfly"}]}
-    run_edit(other, tiny, method="p2p", progress=False, inversion=loaded)
+    c = run_edit(other, tiny, method="p2p", progress=False, inversion=loaded)
+    assert torch.equal(c.latents[0], a.latents[0])  # the photo's side is the same photo
+    assert (c.latents[1] - a.latents[1]).abs().mean() > 0.1  # the target took the new prompts
 
 
 def test_the_edit_starts_from_the_inverted_noise(tiny, inverted):
