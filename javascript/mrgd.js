@@ -1,8 +1,12 @@
 // Multi-Region Guided Diffusion: the region canvas.
 //
-// The whole state is the edit spec, kept as JSON in one hidden textbox (#<tab>_mrgd_spec) and
-// written with the WebUI's updateInput so Python sees it. When that textbox changes from outside
-// (pasted infotext, "Send to"), the panel redraws from it. Boxes are [x, y, w, h] fractions.
+// Three parts: the spec model (pure data: a blank spec, loading and normalising, region kinds;
+// window.mrgdSpecModel), the Gradio bridge (the hidden spec textbox, the host's fields, the
+// importer), and the panel (the canvas view and its rows). The whole state is the edit spec, kept
+// as JSON in one hidden textbox (#<tab>_mrgd_spec) and written with the WebUI's updateInput so
+// Python sees it. Writes to that textbox from outside (pasted infotext, "Send to") and to the
+// width/height fields are seen as they happen (no polling). Boxes are [x, y, w, h] fractions.
+// Region defaults, badges, option labels and the maximum number of regions come from Python.
 (function () {
     "use strict";
 
@@ -10,7 +14,6 @@
         "#e88aa0", "#469990", "#a77fd6", "#9a6324", "#c9b800", "#800000", "#3fa07a", "#808000"];
     const MIN_SIZE = 0.02; // smallest box, as a fraction of the canvas side
     const HANDLES = ["nw", "n", "ne", "e", "se", "s", "sw", "w"];
-    const BADGES = {keep: "keep", add: "add", remove: "remove", change: "change", empty: "no prompt"};
     // a region row's columns: [class, header, placeholder, help]
     const COLUMNS = [
         ["num", "#", "", ""], ["kind", "kind", "", "what happens to the region"],
@@ -34,12 +37,160 @@
         return Math.min(hi, Math.max(lo, v));
     }
 
-    function regionKind(r) {
-        const s = (r.source || "").trim(), t = (r.target || "").trim();
-        if (!s && !t) return "empty";
-        if (!s) return "add";
-        if (!t) return "remove";
-        return s === t ? "keep" : "change";
+    const copy = (v) => JSON.parse(JSON.stringify(v));
+
+    // -- the spec model: data only, no DOM ------------------------------------------------------
+
+    function specModel(config) {
+        const model = {
+            config,
+            blank() {
+                return {version: 1, enabled: false, main_prompt_common: true, background: "", regions: [],
+                    options: copy(config.options)};
+            },
+            region(box) {
+                return {...copy(config.region), box};
+            },
+            // the badge a region shows; the rule is the spec module's RegionKind (a browser test
+            // checks both agree)
+            kind(r) {
+                const s = (r.source || "").trim(), t = (r.target || "").trim();
+                if (!s && !t) return "empty";
+                if (!s) return config.badges.addition;
+                if (!t) return config.badges.removal;
+                return s === t ? config.badges.inherent : config.badges.attribute;
+            },
+            label(kind) {
+                return kind === "empty" ? "no prompt" : kind;
+            },
+            canAdd(spec) {
+                return spec.regions.length < config.max_regions;
+            },
+            // text from the spec field or the Import box: {spec} | {off: true} | {error}.
+            // pasted: from an infotext; one written before the common prompt existed (no
+            // main_prompt_common) had the main prompt as its background
+            parse(text, current, pasted = false) {
+                if (!text || !text.trim()) return {spec: model.blank()};
+                let data;
+                try {
+                    data = JSON.parse(text);
+                    if (typeof data === "string") data = JSON.parse(data); // an infotext value quoted twice
+                } catch (err) {
+                    return {error: `not JSON: ${err.message}`};
+                }
+                if (!data || typeof data !== "object") return {error: "not a spec object"};
+                if (data.keep_regions === true) return {off: true}; // a pasted infotext without MRGD
+                let common = data.main_prompt_common;
+                if (typeof common !== "boolean") common = pasted ? false : current.main_prompt_common !== false;
+                return {spec: {
+                    ...data, version: data.version || 1, enabled: data.enabled !== false, main_prompt_common: common,
+                    regions: (data.regions || []).map((r) => ({...copy(config.region), ...r})),
+                    options: {...copy(config.options), ...(data.options || {})},
+                }};
+            },
+            normalized(spec) {
+                const out = copy(spec);
+                for (const r of out.regions) r.box = r.box.map(round4);
+                return out;
+            },
+        };
+        return model;
+    }
+
+    // -- the Gradio bridge: the page's fields ---------------------------------------------------
+
+    // calls fn whenever node's value is set, by the user or by script (Gradio sets values as a
+    // property, which fires no event)
+    function watchValue(node, fn) {
+        if (!node || node.mrgdWatched) return;
+        node.mrgdWatched = true;
+        const own = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(node), "value");
+        Object.defineProperty(node, "value", {
+            configurable: true,
+            get() { return own.get.call(this); },
+            set(v) { own.set.call(this, v); fn(); },
+        });
+        node.addEventListener("input", fn);
+        node.addEventListener("change", fn);
+    }
+
+    class Bridge {
+        constructor(tab) {
+            this.tab = tab;
+        }
+
+        node(selector) {
+            return app().querySelector(selector.replaceAll("{tab}", this.tab));
+        }
+
+        specField() {
+            return this.node("#{tab}_mrgd_spec textarea");
+        }
+
+        write(json) {
+            const field = this.specField();
+            if (!field) return;
+            field.value = json;
+            if (typeof updateInput === "function") updateInput(field);
+        }
+
+        size() {
+            const read = (name) => {
+                const input = this.node(`#{tab}_${name} input[type=number]`);
+                const v = input ? parseFloat(input.value) : NaN;
+                return Number.isNaN(v) || v <= 0 ? 512 : v;
+            };
+            return [read("width"), read("height")];
+        }
+
+        // onSpec: the spec field changed; onImport: the importer answered; onSize: width/height
+        watch(onSpec, onImport, onSize) {
+            const attach = () => {
+                watchValue(this.specField(), onSpec);
+                watchValue(this.node("#{tab}_mrgd_import_result textarea"), onImport);
+                for (const name of ["width", "height"]) {
+                    app().querySelectorAll(`#${this.tab}_${name} input`).forEach((n) => watchValue(n, onSize));
+                }
+            };
+            attach();
+            // Gradio may rebuild a component; the WebUI reports every UI update
+            if (typeof onAfterUiUpdate === "function") onAfterUiUpdate(attach);
+        }
+
+        importResult() {
+            const node = this.node("#{tab}_mrgd_import_result textarea");
+            return node ? node.value : "";
+        }
+
+        mainPrompts() {
+            const prompt = this.node("#{tab}_prompt textarea"), negative = this.node("#{tab}_neg_prompt textarea");
+            return [prompt ? prompt.value : "", negative ? negative.value : ""];
+        }
+
+        setHostField(name, value) {
+            const node = this.node(`#{tab}_${name} textarea, #{tab}_${name} input[type=number]`);
+            if (!node || value === undefined) return;
+            node.value = String(value);
+            updateInput(node);
+        }
+
+        runImport(text) {
+            const input = this.node("#{tab}_mrgd_import textarea"), run = this.node("#{tab}_mrgd_import_run");
+            if (!input || !run) return false;
+            input.value = text;
+            updateInput(input);
+            run.click();
+            return true;
+        }
+
+        initImage() {
+            const img = this.node("#img2img_image img");
+            return img && img.src ? img.src : "";
+        }
+
+        accordionHead() {
+            return this.node("#{tab}_mrgd .label-wrap") || this.node("#{tab}_mrgd > button");
+        }
     }
 
     function el(tag, attrs, children) {
@@ -53,31 +204,25 @@
         return node;
     }
 
+    // -- the panel: the canvas and its rows ------------------------------------------------------
+
     class Panel {
         constructor(root) {
             this.root = root;
             this.tab = root.dataset.tab;
-            const defaults = JSON.parse(root.dataset.defaults);
-            this.defaults = defaults.options;
-            this.optionText = defaults.option_text || {};
-            this.maxRegions = defaults.max_regions;
-            this.spec = this.blank();
+            const config = JSON.parse(root.dataset.defaults);
+            this.model = specModel(config);
+            this.bridge = new Bridge(this.tab);
+            this.defaults = config.options;
+            this.optionText = config.option_text || {};
+            this.spec = this.model.blank();
             this.selected = -1;
             this.lastSeen = "";
             this.lastImport = "";
             this.drag = null;
             this.build();
             this.render();
-            setInterval(() => this.sync(), 300);
-        }
-
-        blank() {
-            return {version: 1, enabled: false, main_prompt_common: true, background: "", regions: [],
-                options: JSON.parse(JSON.stringify(this.defaults))};
-        }
-
-        field() {
-            return app().querySelector(`#${this.tab}_mrgd_spec textarea`);
+            this.bridge.watch(() => this.onSpecField(), () => this.onImportResult(), () => this.onSize());
         }
 
         // -- building the DOM ---------------------------------------------------------------
@@ -186,22 +331,13 @@
 
         // -- drawing -------------------------------------------------------------------------
 
-        size() {
-            const read = (name) => {
-                const input = app().querySelector(`#${this.tab}_${name} input[type=number]`);
-                const v = input ? parseFloat(input.value) : NaN;
-                return Number.isNaN(v) || v <= 0 ? 512 : v;
-            };
-            return [read("width"), read("height")];
-        }
-
         render() {
-            const [w, h] = this.size();
+            const [w, h] = this.bridge.size();
             this.canvas.style.aspectRatio = `${w} / ${h}`;
             this.canvas.dataset.size = `${w}x${h}`;
             if (this.tab === "img2img") {
-                const img = app().querySelector("#img2img_image img");
-                this.canvas.style.backgroundImage = img && img.src ? `url("${img.src}")` : "";
+                const src = this.bridge.initImage();
+                this.canvas.style.backgroundImage = src ? `url("${src}")` : "";
             }
             this.enable.checked = this.spec.enabled !== false;
             this.showState();
@@ -225,7 +361,7 @@
             const box = el("div", {class: "mrgd-box" + (i === this.selected ? " mrgd-selected" : ""), "data-index": String(i)});
             Object.assign(box.style, {left: `${x * 100}%`, top: `${y * 100}%`, width: `${w * 100}%`,
                 height: `${h * 100}%`, borderColor: color, backgroundColor: color + "33"});
-            box.appendChild(el("span", {class: "mrgd-box-label", text: `${i + 1} ${BADGES[regionKind(r)]}`}));
+            box.appendChild(el("span", {class: "mrgd-box-label", text: `${i + 1} ${this.model.label(this.model.kind(r))}`}));
             for (const hnd of HANDLES) {
                 const handle = el("div", {class: `mrgd-handle mrgd-handle-${hnd}`, "data-handle": hnd});
                 handle.style.backgroundColor = color;
@@ -236,7 +372,7 @@
 
         // the collapsed accordion says whether MRGD is on, as Hires. fix and Refiner do
         showState() {
-            const head = app().querySelector(`#${this.tab}_mrgd .label-wrap`) || app().querySelector(`#${this.tab}_mrgd > button`);
+            const head = this.bridge.accordionHead();
             if (!head) return;
             let badge = head.querySelector(".mrgd-state");
             if (!badge) {
@@ -259,7 +395,7 @@
             const column = Object.fromEntries(COLUMNS.map((c) => [c[0], c]));
             this.spec.regions.forEach((r, i) => {
                 const color = COLORS[i % COLORS.length];
-                const kind = regionKind(r);
+                const kind = this.model.kind(r);
                 const input = (name, value, type) => {
                     const [, header, placeholder, help] = column[name];
                     const node = el("input", {type: type || "text", class: `mrgd-${name} mrgd-col-${name}`,
@@ -271,11 +407,11 @@
                         else if (name === "feather") r.feather = clamp(parseFloat(node.value) || 0, 0, 1);
                         else r[name] = node.value;
                         const badge = row.querySelector(".mrgd-badge");
-                        const k = regionKind(r);
-                        badge.textContent = BADGES[k];
+                        const k = this.model.kind(r);
+                        badge.textContent = this.model.label(k);
                         badge.className = `mrgd-badge mrgd-badge-${k} mrgd-col-kind`;
                         const label = this.canvas.querySelector(`.mrgd-box[data-index="${i}"] .mrgd-box-label`);
-                        if (label) label.textContent = `${i + 1} ${BADGES[k]}`;
+                        if (label) label.textContent = `${i + 1} ${this.model.label(k)}`;
                         this.write();
                     });
                     node.addEventListener("focus", () => this.select(i, false));
@@ -285,7 +421,7 @@
                 remove.addEventListener("click", () => this.remove(i));
                 const row = el("div", {class: "mrgd-grid mrgd-region" + (i === this.selected ? " mrgd-selected" : ""), "data-index": String(i)}, [
                     el("span", {class: "mrgd-swatch mrgd-col-num", text: String(i + 1)}),
-                    el("span", {class: `mrgd-badge mrgd-badge-${kind} mrgd-col-kind`, text: BADGES[kind]}),
+                    el("span", {class: `mrgd-badge mrgd-badge-${kind} mrgd-col-kind`, text: this.model.label(kind)}),
                     input("source", r.source || ""),
                     input("target", r.target || ""),
                     input("keywords", (r.keywords || []).join(", ")),
@@ -333,7 +469,7 @@
                 this.drag = {mode: handle ? handle.dataset.handle : "move", index: i, start: [px, py],
                     box: this.spec.regions[i].box.slice()};
             } else {
-                if (this.spec.regions.length >= this.maxRegions) return;
+                if (!this.model.canAdd(this.spec)) return;
                 this.drag = {mode: "create", index: -1, start: [px, py]};
             }
             const move = (ev) => this.onMove(ev);
@@ -354,7 +490,7 @@
                 const [sx, sy] = d.start;
                 if (d.index < 0) {
                     if (Math.abs(px - sx) < MIN_SIZE && Math.abs(py - sy) < MIN_SIZE) return;
-                    this.spec.regions.push({box: [sx, sy, 0, 0], source: "", target: "", keywords: [], feather: 0.2, negative: ""});
+                    this.spec.regions.push(this.model.region([sx, sy, 0, 0]));
                     d.index = this.spec.regions.length - 1;
                     this.selected = d.index;
                 }
@@ -398,9 +534,7 @@
         // -- the spec field ------------------------------------------------------------------
 
         normalized() {
-            const spec = JSON.parse(JSON.stringify(this.spec));
-            for (const r of spec.regions) r.box = r.box.map(round4);
-            return spec;
+            return this.model.normalized(this.spec);
         }
 
         changed() {
@@ -409,76 +543,57 @@
         }
 
         write() {
-            const field = this.field();
-            if (!field) return;
             const json = JSON.stringify(this.normalized());
-            field.value = json;
             this.lastSeen = json;
-            if (typeof updateInput === "function") updateInput(field);
+            this.bridge.write(json);
         }
 
-        // pasted: the text came from an infotext; one written before the common prompt existed
-        // (no main_prompt_common) had the main prompt as its background
         load(text, pasted = false) {
-            if (!text || !text.trim()) {
-                this.spec = this.blank();
-            } else {
-                let data;
-                try {
-                    data = JSON.parse(text);
-                } catch (err) {
-                    this.ioError.textContent = `not JSON: ${err.message}`;
-                    return false;
-                }
-                if (typeof data === "string") data = JSON.parse(data); // an infotext value quoted twice
-                if (data.keep_regions === true) { // a pasted infotext without MRGD: off, boxes kept
-                    this.spec.enabled = false;
-                    this.ioError.textContent = "";
-                    this.render();
-                    return true;
-                }
-                let common = data.main_prompt_common;
-                if (typeof common !== "boolean") common = pasted ? false : this.spec.main_prompt_common !== false;
-                this.spec = {
-                    ...data, version: data.version || 1, enabled: data.enabled !== false, main_prompt_common: common,
-                    regions: (data.regions || []).map((r) => ({source: "", target: "", keywords: [], feather: 0.2, negative: "", ...r})),
-                    options: {...JSON.parse(JSON.stringify(this.defaults)), ...(data.options || {})},
-                };
+            const got = this.model.parse(text, this.spec, pasted);
+            if (got.error) {
+                this.ioError.textContent = got.error;
+                return false;
             }
             this.ioError.textContent = "";
-            this.selected = -1;
+            if (got.off) { // a pasted infotext without MRGD: off, boxes kept
+                this.spec.enabled = false;
+            } else {
+                this.spec = got.spec;
+                this.selected = -1;
+            }
             this.render();
             return true;
         }
 
-        sync() {
-            const field = this.field();
-            if (field && field.value !== this.lastSeen) {
-                this.lastSeen = field.value;
-                // written back normalised, so Python reads what the panel shows (e.g. a 0.1 infotext's
-                // main prompt as the background)
-                if (this.load(field.value, true) && field.value.trim()) this.write();
-            }
-            const imported = app().querySelector(`#${this.tab}_mrgd_import_result textarea`);
-            if (imported && imported.value && imported.value !== this.lastImport) {
-                this.lastImport = imported.value;
-                this.applyImport(JSON.parse(imported.value));
-            }
-            if (!this.drag) {
-                const [w, h] = this.size();
-                if (this.canvas.dataset.size !== `${w}x${h}`) this.render();
-            }
+        // the spec field was set from outside (paste, "Send to", the API's UI state)
+        onSpecField() {
+            const field = this.bridge.specField();
+            if (!field || field.value === this.lastSeen) return;
+            this.lastSeen = field.value;
+            // written back normalised, so Python reads what the panel shows (e.g. a 0.1 infotext's
+            // main prompt as the background)
+            if (this.load(field.value, true) && field.value.trim()) this.write();
+        }
+
+        onImportResult() {
+            const text = this.bridge.importResult();
+            if (!text || text === this.lastImport) return;
+            this.lastImport = text;
+            this.applyImport(JSON.parse(text));
+        }
+
+        onSize() {
+            const [w, h] = this.bridge.size();
+            if (!this.drag && this.canvas.dataset.size !== `${w}x${h}`) this.render();
         }
 
         exportSpec() {
             const spec = this.normalized();
-            const [w, h] = this.size();
-            const prompt = app().querySelector(`#${this.tab}_prompt textarea`);
-            const negative = app().querySelector(`#${this.tab}_neg_prompt textarea`);
+            const [w, h] = this.bridge.size();
+            const [prompt, negative] = this.bridge.mainPrompts();
             // the WebUI's main prompt goes where Generate would put it
             const main = spec.main_prompt_common !== false ? ["common", "common_negative"] : ["background", "negative"];
-            const full = {version: 1, width: w, height: h, ...spec,
-                [main[0]]: prompt ? prompt.value : "", [main[1]]: negative ? negative.value : ""};
+            const full = {version: 1, width: w, height: h, ...spec, [main[0]]: prompt, [main[1]]: negative};
             this.io.value = JSON.stringify(full, null, 2);
         }
 
@@ -495,16 +610,10 @@
                 return;
             }
             // a Tiled Diffusion / MRGD-authors region file or an infotext: the Python importer reads it
-            const input = app().querySelector(`#${this.tab}_mrgd_import textarea`);
-            const run = app().querySelector(`#${this.tab}_mrgd_import_run`);
-            if (!input || !run) {
-                this.ioError.textContent = "not an mrgd spec, and the importer is not available here";
-                return;
-            }
             this.ioError.textContent = "importing…";
-            input.value = text;
-            updateInput(input);
-            run.click();
+            if (!this.bridge.runImport(text)) {
+                this.ioError.textContent = "not an mrgd spec, and the importer is not available here";
+            }
         }
 
         // the importer's answer: the spec, whose main prompt, size, seed, steps and CFG go into the
@@ -515,12 +624,7 @@
                 return;
             }
             const spec = answer.spec;
-            const set = (name, value) => {
-                const node = app().querySelector(`#${this.tab}_${name} textarea, #${this.tab}_${name} input[type=number]`);
-                if (!node || value === undefined) return;
-                node.value = String(value);
-                updateInput(node);
-            };
+            const set = (name, value) => this.bridge.setHostField(name, value);
             set("prompt", spec.common);
             set("neg_prompt", spec.common_negative);
             for (const key of ["width", "height", "seed", "steps", "cfg_scale"]) set(key, spec[key]);
@@ -540,6 +644,7 @@
         }
     }
 
+    window.mrgdSpecModel = specModel;
     if (typeof onUiLoaded === "function") onUiLoaded(mount);
     else document.addEventListener("DOMContentLoaded", mount);
 })();

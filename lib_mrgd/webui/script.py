@@ -17,7 +17,7 @@ log = logging.getLogger("mrgd")
 
 
 def ui(script, is_img2img: bool) -> list:
-    spec = build_panel("img2img" if is_img2img else "txt2img")
+    spec = build_panel("img2img" if is_img2img else "txt2img", int(settings.get(settings.MAX_REGIONS)))
     # assignments, not appends: the API calls ui() again and it must not pile up
     script.infotext_fields = [(spec, session.pasted_value)]
     script.paste_field_names = [session.INFOTEXT_KEY]

@@ -9,12 +9,14 @@ Python importer (one importer for the CLI, the API and the panel) and come back 
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import itertools
 import json
 
 from ..importer import import_text
-from ..spec import MAX_REGIONS, Options, SpecError
+from ..errors import SpecError
+from ..spec import MAX_REGIONS, Options, Region, RegionKind
 
 TITLE = "Multi-Region Guided Diffusion"
 
@@ -44,23 +46,27 @@ OPTION_TEXT = {
     "inject_inherent": ("Inject kept regions", "cross, self: ...for regions that stay as they are"),
     "inject_edit": ("Inject changed regions", "cross, self: ...for attribute changes"),
     "inject_total": ("Inject r_total", "cross, self: ...for r_total, counted from the step it joins"),
-    "inject_add_remove": ("Inject added/removed", "cross, self: ...for added or removed objects"),
 }
 
 
-def defaults_json() -> str:
-    """The option defaults the canvas starts from (one source of truth: the spec module)."""
-    return json.dumps({"options": Options().to_dict(), "max_regions": MAX_REGIONS, "option_text": OPTION_TEXT},
-                      ensure_ascii=False)
+def panel_config(max_regions: int = MAX_REGIONS) -> dict:
+    """What the canvas starts from, from the spec module (one source of truth): option defaults,
+    labels and help, a new region's fields, the badge of each region kind, and the maximum
+    number of boxes (the extension's setting)."""
+    region = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+              for f in dataclasses.fields(Region) if f.name != "box"}
+    return {"options": Options().to_dict(), "option_text": OPTION_TEXT, "region": region,
+            "badges": {kind.value: kind.badge for kind in RegionKind}, "max_regions": int(max_regions)}
 
 
-def build_panel(tab: str):
+def build_panel(tab: str, max_regions: int = MAX_REGIONS):
     """Create the panel's components inside the current Gradio block; returns the spec textbox."""
     import gradio as gr
 
+    config = json.dumps(panel_config(max_regions), ensure_ascii=False)
     with gr.Accordion(TITLE, open=False, elem_id=f"{tab}_mrgd"):
         gr.HTML(f'<div class="mrgd-root" id="{tab}_mrgd_root" data-tab="{tab}" '
-                f'data-defaults="{html.escape(defaults_json(), quote=True)}"></div>')
+                f'data-defaults="{html.escape(config, quote=True)}"></div>')
         spec = gr.Textbox(value="", label="MRGD spec (JSON)", show_label=False, lines=1,
                           elem_id=f"{tab}_mrgd_spec", elem_classes=["mrgd-hidden"])
         source = gr.Textbox(value="", show_label=False, lines=1, elem_id=f"{tab}_mrgd_import",
