@@ -16,7 +16,7 @@ from .timing import compare, markdown_table
 ZERO = {f"inject_{k}": [0.0, 0.0] for k in ("background", "inherent", "edit", "total")}
 
 
-def run(pipeline, size: int = 256, rounds: int = 7) -> str:
+def run(pipeline, size: int, steps: int, rounds: int) -> tuple[str, dict, dict]:
     x = torch.randn(2, pipeline.latent_channels, size // 8, size // 8,
                     generator=torch.Generator().manual_seed(0)).to(pipeline.device)
     base = {"width": size, "height": size, "background": "a living room, best quality", "negative": "blurry",
@@ -52,6 +52,8 @@ def run(pipeline, size: int = 256, rounds: int = 7) -> str:
         ["mrgd capture + KSSA, vs the same step with r_total unpatched", f"{times['mrgd capture + KSSA'] * 1000:.1f}",
          f"{times['mrgd capture + KSSA'] / times['r_total unpatched']:.2f}x"],
     ]
+    ratios = {"attention.idle": times["patched, idle"] / unpatched, "attention.p2p": times["p2p edits"] / unpatched,
+              "attention.capture_kssa": times["mrgd capture + KSSA"] / times["r_total unpatched"]}
     title = (f"### Attention control per step ({pipeline.name}, {size}x{size}, 2 regions, {pipeline.device}; "
              f"unpatched step {unpatched * 1000:.1f} ms)")
-    return title + "\n\n" + markdown_table(["variant", "step ms", "/ unpatched"], rows)
+    return title + "\n\n" + markdown_table(["variant", "step ms", "/ unpatched"], rows), ratios, times

@@ -18,7 +18,7 @@ def _grid_regions(n: int) -> list[dict]:
     return [{"box": b, "source": f"object {i}", "target": f"changed object {i}"} for i, b in enumerate(boxes)]
 
 
-def run(pipeline, size: int = 256, rounds: int = 7) -> str:
+def run(pipeline, size: int, steps: int, rounds: int) -> tuple[str, dict, dict]:
     x = torch.randn(2, pipeline.latent_channels, size // 8, size // 8,
                     generator=torch.Generator().manual_seed(0)).to(pipeline.device)
     t = 501
@@ -47,8 +47,10 @@ def run(pipeline, size: int = 256, rounds: int = 7) -> str:
         calls_b = len(variants[f"{n} batched"].plan(0.5))
         calls_s = len(variants[f"{n} per-call"].plan(0.5))
         rows.append([n, f"{b * 1000:.1f}", f"{b / base:.2f}x", calls_b, f"{s / base:.2f}x", calls_s, f"{s / b:.2f}x"])
+    ratios = {f"fusion.regions_{n}": times[f"{n} batched"] / base for n in counts}
+    ratios["fusion.batched_vs_separate_8"] = times["8 batched"] / times["8 per-call"]
     header = ["regions", "fused step ms", "fused / plain", "UNet calls", "one call per region / plain",
               "UNet calls", "one call per region / batched"]
     title = (f"### Region fusion per step ({pipeline.name}, {size}x{size}, CFG on, {pipeline.device}; "
              f"plain step {base * 1000:.1f} ms)")
-    return title + "\n\n" + markdown_table(header, rows)
+    return title + "\n\n" + markdown_table(header, rows), ratios, times
