@@ -29,14 +29,15 @@ _EXPORTS = {
 }
 
 
-def load_pipeline(name_or_path: str, device=None, dtype=None, clipseg: str | None = None):
+def load_pipeline(name_or_path: str, device=None, dtype=None, clipseg: str | None = None, taesd: str | None = None):
     """A model for the standalone runner: ``"tiny"``, ``"random-sd15"``, a diffusers folder, a
     ``.safetensors`` / ``.ckpt`` file or a Hugging Face hub id. ``clipseg`` names the CLIPSeg
     weights guidance uses (a folder or hub id; default ``CIDAS/clipseg-rd64-refined``; ``tiny``
-    carries its own). Raises :class:`ModelError` with one clear line."""
+    carries its own); ``taesd`` the tiny decoder of ``guidance_decoder: "tiny"`` (default
+    ``madebyollin/taesd``). Raises :class:`ModelError` with one clear line."""
     from .backends.loaders import load_model
 
-    return load_model(name_or_path, device=device, dtype=dtype, clipseg=clipseg)
+    return load_model(name_or_path, device=device, dtype=dtype, clipseg=clipseg, taesd=taesd)
 
 
 def __getattr__(name: str):

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on cuda, else fp32)")
     edit.add_argument("--clipseg", default=None,
                       help="CLIPSeg weights for guidance: a folder or hub id (default CIDAS/clipseg-rd64-refined)")
+    edit.add_argument("--taesd", default=None,
+                      help="the tiny decoder of guidance_decoder tiny: a folder or hub id (default madebyollin/taesd)")
     edit.add_argument("--inversion", default=None, help="an inversion.safetensors from 'invert': edit that photo")
     edit.add_argument("--seed", type=int, default=None, help="override the spec's seed (-1 = random)")
     edit.add_argument("--steps", type=int, default=None, help="override the spec's steps")
@@ -75,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default=None)
     ev.add_argument("--dtype", default=None)
     ev.add_argument("--clipseg", default=None, help="as for edit")
+    ev.add_argument("--taesd", default=None, help="as for edit")
     ev.add_argument("--ssim-e-margin", type=float, default=None,
                     help="SSIM-e band: each edited box dilated by this fraction of the shorter side (default 0.1)")
     ev.add_argument("--ssim-e-include-box", action="store_true",
@@ -105,7 +108,8 @@ def _load(args: argparse.Namespace):
     """The command's model; the tiny one says once what its images are."""
     from . import load_pipeline
 
-    pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype, clipseg=args.clipseg)
+    pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype, clipseg=args.clipseg,
+                             taesd=getattr(args, "taesd", None))
     if pipeline.name == "tiny" or pipeline.name.startswith("random-"):
         print(f"note: --model {pipeline.name} is a random model (tests, smoke runs, timing): its images are noise",
               file=sys.stderr)

@@ -46,6 +46,10 @@ class EditModel(TextModel, Protocol):
     def get_segmenter(self) -> Segmenter:
         """CLIPSeg for guidance (loaded on first use; ModelError when unavailable)."""
 
+    def tiny_decoder(self):
+        """A differentiable latents -> [0, 1] images through a tiny autoencoder, or None where the
+        host has none (guidance then decodes through the VAE)."""
+
 
 @dataclass
 class Edit:
@@ -95,8 +99,12 @@ def build_edit(spec: EditSpec, method: str, model: EditModel, max_batch: int | N
                           controller=controller)
     edit = Edit(spec, plan, layout, cond, fusion, controller, None, list(warnings), encode_s)
     if control and guided and plan.guidance:
-        edit.guidance = Guidance(spec, layout, lambda z: model.decode_tensor(z, clamp=False),
-                                 model.get_segmenter(), edit.keywords, model.vae_scale)
+        decode = model.tiny_decoder() if spec.options.guidance_decoder == "tiny" else None
+        if decode is None:
+            if spec.options.guidance_decoder == "tiny":
+                edit.warnings.append("guidance_decoder tiny is not available here; guidance decodes through the VAE")
+            decode = lambda z: model.decode_tensor(z, clamp=False)  # noqa: E731
+        edit.guidance = Guidance(spec, layout, decode, model.get_segmenter(), edit.keywords, model.vae_scale)
     return edit
 
 

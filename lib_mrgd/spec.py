@@ -198,6 +198,8 @@ class Options:
     nce_temperature: float = _opt(0.07, _float(1e-4, 10.0))
     guidance_every: int = _opt(1, _int(1, 150))
     guidance_decode_scale: float = _opt(1.0, _float(0.125, 1.0))
+    guidance_decoder: str = _opt("vae", _choices("vae", "tiny"))
+    guidance_check: bool = _opt(False, _bool)
     t_total: float = _opt(0.5, _float(0.0, 1.0))
     t_total_add_remove: float = _opt(0.6, _float(0.0, 1.0))
     keyword_count: int = _opt(15, _int(0, 75))

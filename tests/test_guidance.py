@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -120,7 +122,7 @@ def test_an_addition_leaves_the_source_untouched_by_guidance(tiny, spec_dict):
 
 
 def test_the_loss_falls_at_every_correction_at_a_tenth_of_the_paper_step(tiny, spec_dict):
-    spec = _spec(spec_dict, lambda_rs=100.0, lambda_is=200.0, lambda_ip=30.0)
+    spec = _spec(spec_dict, lambda_rs=100.0, lambda_is=200.0, lambda_ip=30.0, guidance_check=True)
     records = run_edit(spec, tiny, method="mrgd", progress=False).info["guidance"]["steps"]
     assert len(records) == 8
     for r in records:
@@ -129,7 +131,7 @@ def test_the_loss_falls_at_every_correction_at_a_tenth_of_the_paper_step(tiny, s
 
 
 def test_loss_windows_and_guidance_every(tiny, spec_dict):
-    spec = _spec(spec_dict, guidance_every=2, guidance_decode_scale=0.5)
+    spec = _spec(spec_dict, guidance_every=2, guidance_decode_scale=0.5, guidance_check=True)
     info = run_edit(spec, tiny, method="mrgd", progress=False).info["guidance"]
     steps = info["steps"]
     assert [r["step"] for r in steps] == [0, 2, 4, 6]
@@ -159,3 +161,22 @@ def test_missing_clipseg_weights_offline_is_one_clear_line(monkeypatch, tmp_path
         load_segmenter(tmp_path / "empty", "cpu", torch.float32)
     with pytest.raises(ModelError, match="CLIPSeg weights folder not found"):
         load_segmenter(tmp_path / "nowhere", "cpu", torch.float32)
+
+
+def test_the_check_after_each_correction_is_opt_in_and_changes_nothing(tiny, spec_dict):
+    checked = run_edit(_spec(copy.deepcopy(spec_dict), guidance_check=True), tiny, method="mrgd", progress=False)
+    plain = run_edit(_spec(spec_dict), tiny, method="mrgd", progress=False)
+    assert torch.equal(checked.latents, plain.latents)  # a record, not a change
+    assert all("after" in r for r in checked.info["guidance"]["steps"])
+    assert not any("after" in r for r in plain.info["guidance"]["steps"])
+    assert plain.info["guidance"]["decreased_fraction"] is None
+
+
+def test_the_tiny_decoder_is_an_option_that_guides_differently(tiny, spec_dict):
+    vae = run_edit(_spec(copy.deepcopy(spec_dict)), tiny, method="mrgd", progress=False)
+    small = run_edit(_spec(copy.deepcopy(spec_dict), guidance_decoder="tiny"), tiny, method="mrgd", progress=False)
+    off = run_edit(_spec(spec_dict, guidance=False), tiny, method="mrgd", progress=False)
+    assert small.info["guidance"]["steps"] and not small.info["warnings"]
+    # it guides (the target moves) and it is another decoder (a different correction)
+    assert (small.latents[1] - off.latents[1]).abs().mean() > 1e-3
+    assert not torch.allclose(small.latents, vae.latents, atol=1e-4)

@@ -164,3 +164,11 @@ def test_a_corrupt_clipseg_file_names_its_folder(tmp_path, tiny):
 
     with pytest.raises(ModelError, match=f"cannot load CLIPSeg from {folder}"):
         load_segmenter(folder, "cpu", torch.float32)
+
+
+def test_the_tiny_guidance_decoder_falls_back_to_the_vae_with_a_note(tiny, script):
+    spec = {**SPEC, "options": {"guidance_decoder": "tiny"}}
+    p, processed = txt2img(script, spec, **FIELDS)
+    assert p.scripts.errors == [] and len(processed.images) == 2
+    assert "guidance_decoder tiny is not available here" in processed.infotexts[0]
+    assert p.mrgd_runtime.edit.guidance.records  # guided all the same, through the VAE

@@ -203,12 +203,15 @@ def load_hub(repo_id: str, device: torch.device, dtype: torch.dtype) -> Pipeline
     return load_diffusers_folder(folder, device, dtype, name=repo_id)
 
 
-def load_model(name: str, device=None, dtype=None, clipseg: str | None = None) -> Pipeline:
-    """``clipseg``: CLIPSeg weights for guidance (a folder or hub id), loaded on first use."""
+def load_model(name: str, device=None, dtype=None, clipseg: str | None = None, taesd: str | None = None) -> Pipeline:
+    """``clipseg``: CLIPSeg weights for guidance (a folder or hub id), loaded on first use;
+    ``taesd``: the tiny decoder ``guidance_decoder: "tiny"`` uses (the same)."""
     pipeline = _load_model(name, resolve_device(device), dtype)
     pipeline.source = name
     if clipseg is not None:
         pipeline.clipseg, pipeline.segmenter = str(clipseg), None
+    if taesd is not None:
+        pipeline.taesd, pipeline.tiny_vae = str(taesd), None
     return pipeline
 
 

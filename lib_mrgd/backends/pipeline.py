@@ -30,6 +30,8 @@ class Pipeline:
     clipseg: str | None = None  # CLIPSeg weights for guidance: a folder or a hub id (None: the default)
     segmenter: object | None = None  # loaded on first use
     source: str | None = None  # what load_pipeline was given, so another process can load it too
+    taesd: str | None = None  # the tiny decoder for guidance: a folder or a hub id (None: the default)
+    tiny_vae: torch.nn.Module | None = None  # loaded on first use
 
     def __post_init__(self) -> None:
         if self.alphas_cumprod is None:
@@ -143,6 +145,16 @@ class Pipeline:
 
             self.segmenter = load_segmenter(self.clipseg, self.device, self.dtype)
         return self.segmenter
+
+    def tiny_decoder(self):
+        """latents -> images in [0, 1] through the tiny autoencoder (TAESD), differentiable;
+        loaded on first use (ModelError when unavailable)."""
+        if self.tiny_vae is None:
+            from .taesd import load_taesd
+
+            self.tiny_vae = load_taesd(self.taesd, self.device, self.dtype)
+        vae = self.tiny_vae
+        return lambda z: vae.decode(z.to(self.dtype)).sample.float() / 2 + 0.5
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:

@@ -53,5 +53,7 @@ def random_pipeline(name: str, seed: int = 0, device: str | torch.device | None 
     device, dtype = torch.device(device or "cpu"), dtype or torch.float32
     parts = build(seed)
     segmenter = Segmenter(parts["clipseg"].to(device, dtype), clip_tokenizer(), 352, name="random-clipseg")
+    from .taesd import random_taesd
+
     return Pipeline(parts["unet"], parts["vae"], parts["text_encoder"], clip_tokenizer(), name=name,
-                    device=device, dtype=dtype, segmenter=segmenter)
+                    device=device, dtype=dtype, segmenter=segmenter, tiny_vae=random_taesd(seed).to(device, dtype))

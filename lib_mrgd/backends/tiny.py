@@ -66,5 +66,8 @@ def tiny_pipeline(seed: int = 0, device: str | torch.device | None = None,
 
     unet, vae, text_encoder = build_tiny_models(seed)
     device, dtype = torch.device(device or "cpu"), dtype or torch.float32
+    from .taesd import random_taesd
+
     return Pipeline(unet, vae, text_encoder, clip_tokenizer(), name="tiny", device=device, dtype=dtype,
-                    segmenter=tiny_segmenter(seed, device, dtype))
+                    segmenter=tiny_segmenter(seed, device, dtype),
+                    tiny_vae=random_taesd(seed, tiny=True).to(device, dtype))

@@ -144,16 +144,16 @@ class Guidance:
         if not self.move_source:
             grad[SOURCE] = 0
         guided = correct(out, alpha_bar, grad.to(out.dtype), space)
-        with torch.no_grad():
-            after = self.losses(to_x0(guided.float(), x.float(), alpha_bar, space), progress)
-        self.records.append({
-            "step": step, "progress": round(progress, 4),
-            "before": {k: float(v.detach()) for k, v in before.items()},
-            "after": {k: float(v) for k, v in after.items()},
-        })
+        record = {"step": step, "progress": round(progress, 4),
+                  "before": {k: float(v.detach()) for k, v in before.items()}}
+        if self.o.guidance_check:  # a second decode and segmentation, for the record only
+            with torch.no_grad():
+                after = self.losses(to_x0(guided.float(), x.float(), alpha_bar, space), progress)
+            record["after"] = {k: float(v) for k, v in after.items()}
+        self.records.append(record)
         return guided
 
     def summary(self) -> dict:
-        decreased = [r["after"]["total"] <= r["before"]["total"] for r in self.records]
+        decreased = [r["after"]["total"] <= r["before"]["total"] for r in self.records if "after" in r]
         return {"enabled": True, "steps": self.records,
                 "decreased_fraction": sum(decreased) / len(decreased) if decreased else None}

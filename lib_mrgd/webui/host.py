@@ -65,6 +65,9 @@ class HostModel(HostTextModel):
     def get_segmenter(self):
         return self._segmenter()
 
+    def tiny_decoder(self):
+        return None  # the WebUI's TAESD is a preview decoder the extension does not load yet
+
 
 def latent_multiple(unet_model: torch.nn.Module) -> int:
     """2 ** (the UNet's downsamplings)."""

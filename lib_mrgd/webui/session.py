@@ -220,8 +220,12 @@ def summary(session: Session) -> str:
     parts = []
     if session.keywords:
         parts.append("keywords " + "; ".join(f"[{k['region']}] {', '.join(k['keywords']) or '-'}" for k in session.keywords))
-    if session.guidance:
-        fell = sum(r["after"]["total"] <= r["before"]["total"] for r in session.guidance)
-        parts.append(f"guidance lowered the loss at {fell}/{len(session.guidance)} steps")
+    checked = [r for r in session.guidance if "after" in r]
+    if checked:
+        fell = sum(r["after"]["total"] <= r["before"]["total"] for r in checked)
+        parts.append(f"guidance lowered the loss at {fell}/{len(checked)} steps")
+    elif session.guidance:
+        first, last = session.guidance[0]["before"]["total"], session.guidance[-1]["before"]["total"]
+        parts.append(f"guidance at {len(session.guidance)} steps (loss {first:.4g} -> {last:.4g})")
     parts += session.warnings
     return "MRGD: " + (" | ".join(parts) if parts else "done")

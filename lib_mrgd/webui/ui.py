@@ -34,6 +34,8 @@ OPTION_TEXT = {
     "nce_temperature": ("IS temperature", "InfoNCE temperature of the IS loss"),
     "guidance_every": ("Guide every", "guide every k-th sampler step"),
     "guidance_decode_scale": ("Guidance decode scale", "decode for guidance at this fraction of the size (0.125 to 1)"),
+    "guidance_decoder": ("Guidance decoder", "vae: the model's VAE; tiny: a tiny autoencoder (standalone only, much faster, another gradient)"),
+    "guidance_check": ("Guidance check", "measure the loss again after each correction (one more decode per guided step)"),
     "t_total": ("T_total", "r_total joins for this last fraction of the steps"),
     "t_total_add_remove": ("T_total (add/remove)", "...or this one when the edit adds or removes an object"),
     "keyword_count": ("Keywords per region", "lowest-entropy words selected per region"),
