@@ -110,7 +110,7 @@ def _load(args: argparse.Namespace):
 
     pipeline = load_pipeline(args.model, device=args.device, dtype=args.dtype, clipseg=args.clipseg,
                              taesd=getattr(args, "taesd", None))
-    if pipeline.name == "tiny" or pipeline.name.startswith("random-"):
+    if pipeline.name.startswith(("tiny", "random-")):
         print(f"note: --model {pipeline.name} is a random model (tests, smoke runs, timing): its images are noise",
               file=sys.stderr)
     return pipeline

@@ -218,10 +218,10 @@ def load_model(name: str, device=None, dtype=None, clipseg: str | None = None, t
 def _load_model(name: str, device: torch.device, dtype) -> Pipeline:
     dtype = resolve_dtype(dtype, device)
     path = Path(name).expanduser()
-    if name == "tiny":
+    if name in ("tiny", "tiny-sd2"):
         from .tiny import tiny_pipeline
 
-        return tiny_pipeline(device=device, dtype=dtype)
+        return tiny_pipeline(device=device, dtype=dtype, name=name)
     if name.startswith("random-"):
         from .random_models import RANDOM_MODELS, random_pipeline
 

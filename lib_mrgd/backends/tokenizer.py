@@ -25,8 +25,9 @@ def _bpe_file() -> Path:
     return Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
 
 
-def write_tokenizer_files(folder: str | os.PathLike) -> Path:
-    """Write ``vocab.json``, ``merges.txt`` and the tokenizer configs of the CLIP tokenizer."""
+def write_tokenizer_files(folder: str | os.PathLike, pad: str = EOS) -> Path:
+    """Write ``vocab.json``, ``merges.txt`` and the tokenizer configs of the CLIP tokenizer;
+    ``pad`` is the padding token (SD1 pads with EOS, SD2's OpenCLIP with ``!``, id 0)."""
     from open_clip.tokenizer import bytes_to_unicode
 
     folder = Path(folder)
@@ -36,22 +37,24 @@ def write_tokenizer_files(folder: str | os.PathLike) -> Path:
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges] + [BOS, EOS]
     (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    special = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}
+    special = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": pad}
     (folder / "special_tokens_map.json").write_text(json.dumps(special), encoding="utf-8")
     (folder / "tokenizer_config.json").write_text(
         json.dumps({**special, "model_max_length": 77, "tokenizer_class": "CLIPTokenizer"}), encoding="utf-8")
     return folder
 
 
-@functools.lru_cache(maxsize=1)
-def tokenizer_folder() -> Path:
+_FOLDERS: dict[str, tempfile.TemporaryDirectory] = {}
+
+
+@functools.lru_cache(maxsize=2)
+def tokenizer_folder(pad: str = EOS) -> Path:
     """A per-process folder holding the tokenizer files (written once, removed at exit)."""
-    tmp = tempfile.TemporaryDirectory(prefix="mrgd-clip-tokenizer-")
-    tokenizer_folder._keep = tmp  # type: ignore[attr-defined]  # lives as long as the cache
-    return write_tokenizer_files(tmp.name)
+    tmp = _FOLDERS[pad] = tempfile.TemporaryDirectory(prefix="mrgd-clip-tokenizer-")
+    return write_tokenizer_files(tmp.name, pad)
 
 
-def clip_tokenizer():
+def clip_tokenizer(pad: str = EOS):
     from transformers import CLIPTokenizer
 
-    return CLIPTokenizer.from_pretrained(str(tokenizer_folder()))
+    return CLIPTokenizer.from_pretrained(str(tokenizer_folder(pad)))
