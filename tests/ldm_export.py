@@ -75,7 +75,31 @@ def _vae_key(key: str, n_levels: int) -> tuple[str, bool]:
     return key, False
 
 
-def export_ldm(unet, vae, text_encoder, folder: Path, name: str = "tiny-ldm") -> Path:
+def _open_clip_state(text_encoder) -> dict[str, torch.Tensor]:
+    """The text encoder in OpenCLIP's layout (SD2), with one more block at the end, as SD2
+    checkpoints carry the last block that SD2 does not read."""
+    sd = {k: v for k, v in text_encoder.state_dict().items() if "position_ids" not in k}
+    out = {"token_embedding.weight": sd["text_model.embeddings.token_embedding.weight"],
+           "positional_embedding": sd["text_model.embeddings.position_embedding.weight"],
+           "ln_final.weight": sd["text_model.final_layer_norm.weight"],
+           "ln_final.bias": sd["text_model.final_layer_norm.bias"]}
+    n = text_encoder.config.num_hidden_layers
+    for i in range(n + 1):
+        src = min(i, n - 1)  # the unread last block: a copy of the one before
+        p = f"text_model.encoder.layers.{src}."
+        q = f"transformer.resblocks.{i}."
+        for part in ("weight", "bias"):
+            out[q + f"attn.in_proj_{part}"] = torch.cat([sd[p + f"self_attn.{x}_proj.{part}"] for x in "qkv"])
+            out[q + f"attn.out_proj.{part}"] = sd[p + f"self_attn.out_proj.{part}"]
+            out[q + f"ln_1.{part}"] = sd[p + f"layer_norm1.{part}"]
+            out[q + f"ln_2.{part}"] = sd[p + f"layer_norm2.{part}"]
+            out[q + f"mlp.c_fc.{part}"] = sd[p + f"mlp.fc1.{part}"]
+            out[q + f"mlp.c_proj.{part}"] = sd[p + f"mlp.fc2.{part}"]
+    return out
+
+
+def export_ldm(unet, vae, text_encoder, folder: Path, name: str = "tiny-ldm", sd2: bool = False) -> Path:
+    """``sd2``: the OpenCLIP text layout, linear transformer projections and v-prediction."""
     from safetensors.torch import save_file
 
     ucfg, vcfg, tcfg = unet.config, vae.config, text_encoder.config
@@ -87,8 +111,12 @@ def export_ldm(unet, vae, text_encoder, folder: Path, name: str = "tiny-ldm") ->
     for k, v in vae.state_dict().items():
         new, conv = _vae_key(k, n_levels)
         state["first_stage_model." + new] = v[..., None, None] if conv and v.dim() == 2 else v
-    for k, v in text_encoder.state_dict().items():
-        state["cond_stage_model.transformer." + k] = v
+    if sd2:
+        for k, v in _open_clip_state(text_encoder).items():
+            state["cond_stage_model.model." + k] = v
+    else:
+        for k, v in text_encoder.state_dict().items():
+            state["cond_stage_model.transformer." + k] = v
     state = {k: v.detach().contiguous().clone() for k, v in state.items()}
     path = folder / f"{name}.safetensors"
     save_file(state, str(path))
@@ -103,8 +131,10 @@ def export_ldm(unet, vae, text_encoder, folder: Path, name: str = "tiny-ldm") ->
             "attention_resolutions": [2**i for i, t in enumerate(ucfg.down_block_types) if "CrossAttn" in t],
             "num_res_blocks": per_level,
             "channel_mult": [c // ucfg.block_out_channels[0] for c in ucfg.block_out_channels],
-            "num_heads": ucfg.attention_head_dim, "transformer_depth": 1,
-            "context_dim": ucfg.cross_attention_dim, "use_linear_in_transformer": False,
+            **({"num_head_channels": ucfg.block_out_channels[0] // ucfg.attention_head_dim[0]}
+               if isinstance(ucfg.attention_head_dim, (list, tuple)) else {"num_heads": ucfg.attention_head_dim}),
+            "transformer_depth": 1,
+            "context_dim": ucfg.cross_attention_dim, "use_linear_in_transformer": bool(ucfg.use_linear_projection),
         }},
         "first_stage_config": {"params": {"ddconfig": {
             "z_channels": vcfg.latent_channels, "in_channels": 3, "out_ch": 3, "ch": ch,
@@ -112,6 +142,8 @@ def export_ldm(unet, vae, text_encoder, folder: Path, name: str = "tiny-ldm") ->
         }}},
         "cond_stage_config": {"params": {"version": "tiny-text"}},
     }}}
+    if sd2:
+        config["model"]["params"]["parameterization"] = "v"
     path.with_suffix(".yaml").write_text(yaml.safe_dump(config))
     return path
 

@@ -79,3 +79,31 @@ def test_inversion_round_trip_on_a_v_prediction_model(sd2):
                                         spec, sd2))
     exact = latent_psnr(z0, reconstruct(inversion, spec, sd2))
     assert exact > plain + 5, (exact, plain)
+
+
+def test_an_sd2_single_file_checkpoint_converts_exactly(sd2, tmp_path):
+    from ldm_export import export_ldm
+    from test_backends import _probe
+
+    path = export_ldm(sd2.unet, sd2.vae, sd2.text_encoder, tmp_path, name="tiny-sd2-ldm", sd2=True)
+    loaded = lib_mrgd.load_pipeline(str(path), device="cpu")
+    assert loaded.prediction_type == "v_prediction" and loaded.pad_id == 0  # from the yaml; OpenCLIP's padding
+    assert loaded.unet.config.use_linear_projection
+    assert loaded.text_encoder.config.num_hidden_layers == sd2.text_encoder.config.num_hidden_layers  # the last block unread
+    for got, want in zip(_probe(loaded), _probe(sd2)):
+        assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_the_v_prediction_probe_for_a_checkpoint_without_yaml():
+    from lib_mrgd.backends.loaders import uses_v_prediction
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, scale):
+            super().__init__()
+            self.scale, self.config = scale, type("C", (), {"in_channels": 4})()
+
+        def forward(self, x, t, encoder_hidden_states):
+            return type("Out", (), {"sample": self.scale * x})()
+
+    assert uses_v_prediction(Fixed(-3.0), 1024)  # v at t=999 is about -x
+    assert not uses_v_prediction(Fixed(0.1), 1024)  # eps is about the noise, not -x

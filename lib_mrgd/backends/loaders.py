@@ -40,6 +40,18 @@ SD1_ORIGINAL_CONFIG = {"model": {"params": {
     }}},
     "cond_stage_config": {"params": {}},
 }}}
+# SD2's (v2-inference.yaml): linear transformer projections, 64-channel heads, OpenCLIP ViT-H context.
+SD2_ORIGINAL_CONFIG = {"model": {"params": {
+    "scale_factor": 0.18215,
+    "unet_config": {"params": {
+        "in_channels": 4, "out_channels": 4, "model_channels": 320,
+        "attention_resolutions": [4, 2, 1], "num_res_blocks": 2, "channel_mult": [1, 2, 4, 4],
+        "num_head_channels": 64, "transformer_depth": 1, "context_dim": 1024, "use_linear_in_transformer": True,
+    }},
+    "first_stage_config": SD1_ORIGINAL_CONFIG["model"]["params"]["first_stage_config"],
+    "cond_stage_config": {"params": {}},
+}}}
+OPEN_CLIP = "cond_stage_model.model."
 # CLIP ViT-L/14's text tower, SD1's text encoder.
 CLIP_L_TEXT = {
     "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
@@ -119,11 +131,11 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _original_config(path: Path) -> dict:
-    """The ldm yaml next to the checkpoint (as the WebUI uses it), else SD1's."""
+def _original_config(path: Path, sd2: bool) -> dict:
+    """The ldm yaml next to the checkpoint (as the WebUI uses it), else the family's."""
     yaml_path = path.with_suffix(".yaml")
     if not yaml_path.is_file():
-        return SD1_ORIGINAL_CONFIG
+        return SD2_ORIGINAL_CONFIG if sd2 else SD1_ORIGINAL_CONFIG
     import yaml
 
     try:
@@ -132,6 +144,30 @@ def _original_config(path: Path) -> dict:
         return config
     except Exception as exc:  # a broken yaml is the user's file: say which
         raise ModelError(f"{yaml_path}: not a usable ldm model config ({_first_line(exc)})") from exc
+
+
+def _open_clip_config(checkpoint: dict):
+    """SD2's text encoder from the checkpoint's shapes: OpenCLIP's text tower with 64-channel
+    heads, GELU, and every block but the last (SD2 reads the penultimate layer)."""
+    from transformers import CLIPTextConfig
+
+    width = checkpoint[OPEN_CLIP + "ln_final.weight"].shape[0]
+    blocks = {k.split(".")[4] for k in checkpoint if k.startswith(OPEN_CLIP + "transformer.resblocks.")}
+    vocab, _ = checkpoint[OPEN_CLIP + "token_embedding.weight"].shape
+    return CLIPTextConfig(
+        vocab_size=vocab, hidden_size=width, num_attention_heads=max(1, width // 64), num_hidden_layers=len(blocks) - 1,
+        intermediate_size=checkpoint[OPEN_CLIP + "transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+        max_position_embeddings=checkpoint[OPEN_CLIP + "positional_embedding"].shape[0], hidden_act="gelu",
+        projection_dim=width, bos_token_id=49406, eos_token_id=49407, pad_token_id=0)
+
+
+def uses_v_prediction(unet: torch.nn.Module, context_dim: int) -> bool:
+    """Whether an SD2 UNet predicts v: at the last timestep a v-model's output is about -x for a
+    constant input (an eps-model's is not), as the WebUI decides for checkpoints without a yaml."""
+    x = torch.full((1, unet.config.in_channels, 8, 8), 0.5)
+    with torch.no_grad():
+        out = unet(x, torch.tensor([999]), encoder_hidden_states=torch.full((1, 2, context_dim), 0.5)).sample
+    return float((out - x).mean()) < -1
 
 
 def _text_config(original: dict, checkpoint_path: Path):
@@ -160,11 +196,11 @@ def load_single_file(path: Path, device: torch.device, dtype: torch.dtype) -> Pi
     if "model.diffusion_model.input_blocks.0.0.weight" not in checkpoint:
         raise ModelError(f"{path}: not a Stable Diffusion checkpoint in the ldm layout")
     if "conditioner.embedders.1.model.ln_final.weight" in checkpoint:
-        raise ModelError(f"{path}: SDXL checkpoints are not supported yet (SD1.x is)")
-    if not any(k.startswith("cond_stage_model.transformer.") for k in checkpoint):
-        raise ModelError(f"{path}: not an SD1.x checkpoint (no CLIP text encoder inside); "
-                         "SD2.x single files are not supported yet")
-    original = _original_config(path)
+        raise ModelError(f"{path}: SDXL checkpoints are not supported yet (SD1.x and SD2.x are)")
+    sd2 = OPEN_CLIP + "ln_final.weight" in checkpoint
+    if not sd2 and not any(k.startswith("cond_stage_model.transformer.") for k in checkpoint):
+        raise ModelError(f"{path}: not an SD1.x or SD2.x checkpoint (no CLIP or OpenCLIP text encoder inside)")
+    original = _original_config(path, sd2)
     try:
         unet_config = sfu.create_unet_diffusers_config_from_ldm(original, checkpoint, image_size=64)
         unet = UNet2DConditionModel(**unet_config)
@@ -173,26 +209,38 @@ def load_single_file(path: Path, device: torch.device, dtype: torch.dtype) -> Pi
         vae = AutoencoderKL(**vae_config)
         vae.load_state_dict(sfu.convert_ldm_vae_checkpoint(checkpoint, vae_config))
         text_config, text_folder = _text_config(original, path)
+        if sd2 and text_folder is None:
+            text_config = _open_clip_config(checkpoint)
         text_encoder = CLIPTextModel(text_config)
-        text_weights = sfu.convert_ldm_clip_checkpoint(checkpoint)
         expected = {k: v.shape for k, v in text_encoder.state_dict().items() if "position_ids" not in k}
+        if sd2:  # every OpenCLIP block but the last, which SD2 does not read
+            converted = sfu.convert_open_clip_checkpoint(text_encoder, checkpoint)
+            text_weights = {k: v for k, v in converted.items() if k in expected}
+        else:
+            text_weights = sfu.convert_ldm_clip_checkpoint(checkpoint)
         found = {k: v.shape for k, v in text_weights.items() if "position_ids" not in k}
         if expected != found:
-            raise ModelError(f"{path}: the text encoder does not fit {'the config in ' + str(text_folder) if text_folder else 'CLIP ViT-L/14'}; "
-                             "put the model's .yaml beside the checkpoint")
+            fits = "the config in " + str(text_folder) if text_folder else ("OpenCLIP" if sd2 else "CLIP ViT-L/14")
+            raise ModelError(f"{path}: the text encoder does not fit {fits}; put the model's .yaml beside the checkpoint")
         text_encoder.load_state_dict(text_weights, strict=False)
     except ModelError:
         raise
     except Exception as exc:
         raise ModelError(f"{path}: cannot convert the checkpoint ({_first_line(exc)})") from exc
-    tokenizer = (CLIPTokenizer.from_pretrained(text_folder)
-                 if text_folder is not None and (text_folder / "vocab.json").is_file() else clip_tokenizer())
+    if text_folder is not None and (text_folder / "vocab.json").is_file():
+        tokenizer = CLIPTokenizer.from_pretrained(text_folder)
+    else:
+        tokenizer = clip_tokenizer(pad="!") if sd2 else clip_tokenizer()  # OpenCLIP pads with id 0
     params = original["model"]["params"]
     from ..sampling import scaled_linear_alphas_cumprod
 
     alphas = scaled_linear_alphas_cumprod(params.get("linear_start", 0.00085), params.get("linear_end", 0.012),
                                           params.get("timesteps", 1000))
-    prediction = "v_prediction" if params.get("parameterization") == "v" else "epsilon"
+    if "parameterization" in params or not sd2 or path.with_suffix(".yaml").is_file():
+        v = params.get("parameterization") == "v"
+    else:  # an SD2 checkpoint without its yaml: 768-v or 512-base
+        v = uses_v_prediction(unet, unet.config.cross_attention_dim)
+    prediction = "v_prediction" if v else "epsilon"
     return Pipeline(unet, vae, text_encoder, tokenizer, name=path.name, device=device, dtype=dtype,
                     prediction_type=prediction, alphas_cumprod=alphas)
 
