@@ -26,6 +26,7 @@ from .method import MethodPlan
 from .sampling import DDIMSampler, apply_cfg
 from .spec import EditSpec
 
+
 class EditModel(TextModel, Protocol):
     """What the engine needs from a model, whichever host holds it. SD2's v-prediction, SDXL's
     pooled and size conditioning and Forge's patcher differ here and nowhere else."""
