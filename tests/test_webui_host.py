@@ -140,10 +140,21 @@ def test_a_pasted_infotext_without_mrgd_switches_it_off(tiny, script):
     assert key({}) == off and key({"MRGD": "{}"}) == "{}"  # what the host's paste calls
 
 
-def test_batch_count_note_reaches_the_infotext(tiny, script):
+def test_batch_count_makes_one_pair_per_seed(tiny, script):
     p, processed = txt2img(script, SPEC, n_iter=3, **FIELDS)
-    assert p.n_iter == 1 and len(processed.images) == 2
-    assert "MRGD notes: " in processed.infotexts[0] and "batch count 3 forced to 1" in processed.infotexts[0]
+    assert p.scripts.errors == [] and len(processed.images) == 6 and p.n_iter == 3
+    assert processed.all_seeds == [7, 7, 8, 8, 9, 9]
+    names = [t.split("MRGD image: ")[1].split(",")[0].split("\n")[0] for t in processed.infotexts]
+    assert names == ["source", "target"] * 3
+    _, single = txt2img(script, SPEC, **{**FIELDS, "seed": 8})
+    for got, want in zip(processed.images[2:4], single.images):  # pair 2 is the edit with seed 8
+        assert np.array_equal(np.asarray(got), np.asarray(want))
+    assert "MRGD notes" not in processed.infotexts[0]
+
+
+def test_batch_size_above_one_is_refused_naming_batch_count(tiny, script):
+    with pytest.raises(ValueError, match=r"^batch_size: .*batch size must be 1 \(got 2\); use batch count"):
+        txt2img(script, SPEC, **{**FIELDS, "batch_size": 2})
 
 
 def test_guidance_runs_once_per_sampler_step_with_a_second_order_sampler(tiny, script):

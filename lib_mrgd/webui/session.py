@@ -101,20 +101,27 @@ def begin(p, arg: Any, max_regions: int = 16) -> Session | None:
         session = Session(None, exc)
         p.mrgd_session = session
         return session
+    # a p this request already prepared (scripts that call processing again on it) keeps its pairs
+    if getattr(p, "batch_size", 1) != 1 and getattr(p, "mrgd_session", None) is None:
+        session = Session(None, SpecError("batch_size", f"MRGD makes each source/target pair as one batch, so batch size "
+                                                        f"must be 1 (got {p.batch_size}); use batch count for more pairs"))
+        p.mrgd_session = session
+        return session
     session = Session(spec)
-    if getattr(p, "n_iter", 1) != 1:
-        session.note(p, f"batch count {p.n_iter} forced to 1: one run makes one source/target pair")
     # both images share the prompts, so they stay strings (an empty hires prompt copies the prompt,
     # and the host's comment stripping expects a string there); the seed list makes the pair
     main, main_negative = MAIN_PROMPT_FIELDS[spec.main_prompt_common]
     p.prompt = getattr(spec, main)
     p.negative_prompt = getattr(spec, main_negative)
-    p.seed = [spec.seed, spec.seed]
+    # batch count N: N pairs, seeds seed .. seed+N-1, each pair one batch with one seed
+    pairs = max(1, int(getattr(p, "n_iter", 1) or 1))
+    p.seed = [spec.seed + k for k in range(pairs) for _ in range(2)]
     subseed = p.subseed[0] if isinstance(p.subseed, list) else p.subseed
     from modules import processing
 
-    p.subseed = [int(processing.get_fixed_seed(subseed))] * 2
-    p.batch_size, p.n_iter = 2, 1
+    subseed = int(processing.get_fixed_seed(subseed))
+    p.subseed = [subseed + k for k in range(pairs) for _ in range(2)]
+    p.batch_size, p.n_iter = 2, pairs
     p.do_not_save_grid = True  # the pair is two images, not a grid
     # attention-shape changers would hide the maps attention control reads
     for key in ("token_merging_ratio", "token_merging_ratio_hr", "token_merging_ratio_img2img"):

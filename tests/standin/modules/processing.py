@@ -156,15 +156,17 @@ def _process_images_inner(p):
     p.setup_prompts()
     if p.scripts is not None:
         p.scripts.process(p)
-    prompts, negatives = p.all_prompts[:p.batch_size], p.all_negative_prompts[:p.batch_size]
-    seeds = p.all_seeds[:p.batch_size]
-    p.c = prompt_parser.get_multicond_learned_conditioning(p.sd_model, prompts, p.steps)
-    p.uc = prompt_parser.get_learned_conditioning(p.sd_model, negatives, p.steps)
-    p.rng = _Rng(seeds, (4, p.height // 8, p.width // 8))
-    samples = p.sample(p.c, p.uc, seeds)
-    p.samples = samples
-    decoded = (p.sd_model.decode_first_stage(samples) / 2 + 0.5).clamp(0, 1)
-    images = [Image.fromarray(np.round(img.permute(1, 2, 0).numpy() * 255).astype(np.uint8)) for img in decoded]
+    images = []
+    for n in range(p.n_iter):  # as the host: one sampler call per batch, seeds sliced per batch
+        batch = slice(n * p.batch_size, (n + 1) * p.batch_size)
+        prompts, negatives, seeds = p.all_prompts[batch], p.all_negative_prompts[batch], p.all_seeds[batch]
+        p.c = prompt_parser.get_multicond_learned_conditioning(p.sd_model, prompts, p.steps)
+        p.uc = prompt_parser.get_learned_conditioning(p.sd_model, negatives, p.steps)
+        p.rng = _Rng(seeds, (4, p.height // 8, p.width // 8))
+        samples = p.sample(p.c, p.uc, seeds)
+        p.samples = samples
+        decoded = (p.sd_model.decode_first_stage(samples) / 2 + 0.5).clamp(0, 1)
+        images += [Image.fromarray(np.round(img.permute(1, 2, 0).numpy() * 255).astype(np.uint8)) for img in decoded]
     # as the host's per-image infotext (processing.py:1026): the index is given, position_in_batch is not
     infotexts = [create_infotext(p, p.all_prompts, p.all_seeds, [], index=i) for i in range(len(images))]
     first = 0
