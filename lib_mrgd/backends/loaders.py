@@ -8,6 +8,7 @@ line that says what to do, never a traceback.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -40,17 +41,19 @@ SD1_ORIGINAL_CONFIG = {"model": {"params": {
     }}},
     "cond_stage_config": {"params": {}},
 }}}
-# SD2's (v2-inference.yaml): linear transformer projections, 64-channel heads, OpenCLIP ViT-H context.
-SD2_ORIGINAL_CONFIG = {"model": {"params": {
-    "scale_factor": 0.18215,
-    "unet_config": {"params": {
-        "in_channels": 4, "out_channels": 4, "model_channels": 320,
-        "attention_resolutions": [4, 2, 1], "num_res_blocks": 2, "channel_mult": [1, 2, 4, 4],
-        "num_head_channels": 64, "transformer_depth": 1, "context_dim": 1024, "use_linear_in_transformer": True,
-    }},
-    "first_stage_config": SD1_ORIGINAL_CONFIG["model"]["params"]["first_stage_config"],
-    "cond_stage_config": {"params": {}},
-}}}
+
+
+def _sd2_original_config() -> dict:
+    """SD2's (v2-inference.yaml): SD1's, with linear transformer projections, 64-channel heads and
+    OpenCLIP ViT-H's context."""
+    config = copy.deepcopy(SD1_ORIGINAL_CONFIG)
+    unet = config["model"]["params"]["unet_config"]["params"]
+    del unet["num_heads"]
+    unet.update(num_head_channels=64, context_dim=1024, use_linear_in_transformer=True)
+    return config
+
+
+SD2_ORIGINAL_CONFIG = _sd2_original_config()
 OPEN_CLIP = "cond_stage_model.model."
 # CLIP ViT-L/14's text tower, SD1's text encoder.
 CLIP_L_TEXT = {

@@ -97,14 +97,12 @@ def begin(p, arg: Any, max_regions: int = 16) -> Session | None:
             return None
         host.check_model(p.sd_model)
         spec = host_spec(data, p, max_regions)
+        # a p this request already prepared (scripts that call processing again on it) keeps its pairs
+        if getattr(p, "batch_size", 1) != 1 and getattr(p, "mrgd_session", None) is None:
+            raise SpecError("batch_size", f"MRGD makes each source/target pair as one batch, so batch size "
+                                          f"must be 1 (got {p.batch_size}); use batch count for more pairs")
     except SpecError as exc:
         session = Session(None, exc)
-        p.mrgd_session = session
-        return session
-    # a p this request already prepared (scripts that call processing again on it) keeps its pairs
-    if getattr(p, "batch_size", 1) != 1 and getattr(p, "mrgd_session", None) is None:
-        session = Session(None, SpecError("batch_size", f"MRGD makes each source/target pair as one batch, so batch size "
-                                                        f"must be 1 (got {p.batch_size}); use batch count for more pairs"))
         p.mrgd_session = session
         return session
     session = Session(spec)
